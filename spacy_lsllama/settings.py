@@ -1,0 +1,191 @@
+"""Validated settings of a `spacy-lsllama.LlamaTransformer.v1` model.
+
+The config file hands the architecture plain values and dict sections; this
+module turns them into frozen dataclasses once, so that every bad value fails
+at config validation time with a message that names the setting and the fix,
+and every later module can rely on clean types.
+"""
+from dataclasses import asdict, dataclass, field
+from typing import Any, Dict, Optional, Tuple, Union
+
+import torch
+
+DTYPES: Dict[str, torch.dtype] = {
+    "float32": torch.float32,
+    "bfloat16": torch.bfloat16,
+    "float16": torch.float16,
+}
+ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
+QUANTIZATION_BITS = {"4bit": 4, "8bit": 8}
+QUANT_TYPES = ("nf4", "fp4")
+
+# The paper's reference hyperparameters (arXiv 2310.01208, section 4).
+DEFAULT_LORA_R = 12
+DEFAULT_LORA_ALPHA = 32
+DEFAULT_LORA_DROPOUT = 0.1
+DEFAULT_LORA_TARGETS = ("q_proj", "v_proj")
+
+
+class SettingsError(ValueError):
+    """A setting of the LlamaTransformer architecture has a bad value."""
+
+
+@dataclass(frozen=True)
+class LoraSettings:
+    """The LoRA adapters trained on top of the frozen base (peft `LoraConfig`)."""
+
+    r: int = DEFAULT_LORA_R
+    alpha: float = DEFAULT_LORA_ALPHA
+    dropout: float = DEFAULT_LORA_DROPOUT
+    target_modules: Tuple[str, ...] = DEFAULT_LORA_TARGETS
+
+    @classmethod
+    def from_section(cls, section: Optional[Dict[str, Any]]) -> Optional["LoraSettings"]:
+        """Read the `lora` config section; `None` means full finetuning."""
+        if section is None:
+            return None
+        if not isinstance(section, dict):
+            raise SettingsError(
+                f"lora must be a section with r, alpha, dropout and target_modules, "
+                f"or null for full finetuning; got {section!r}."
+            )
+        unknown = set(section) - {"r", "alpha", "dropout", "target_modules"}
+        if unknown:
+            raise SettingsError(
+                f"Unknown lora setting(s) {sorted(unknown)}: the lora section takes "
+                "r, alpha, dropout and target_modules."
+            )
+        defaults = cls()
+        r = section.get("r", defaults.r)
+        alpha = section.get("alpha", defaults.alpha)
+        dropout = section.get("dropout", defaults.dropout)
+        targets = section.get("target_modules", defaults.target_modules)
+        if isinstance(targets, str):
+            targets = (targets,)
+        if not isinstance(r, int) or r < 1:
+            raise SettingsError(f"lora.r must be a positive integer, got {r!r}.")
+        if not isinstance(alpha, (int, float)) or alpha <= 0:
+            raise SettingsError(f"lora.alpha must be a positive number, got {alpha!r}.")
+        if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
+            raise SettingsError(f"lora.dropout must be in [0, 1), got {dropout!r}.")
+        if not targets or not all(isinstance(t, str) and t for t in targets):
+            raise SettingsError(
+                "lora.target_modules must be a non-empty list of module names, "
+                f'e.g. ["q_proj", "v_proj"]; got {targets!r}.'
+            )
+        return cls(r=r, alpha=float(alpha), dropout=float(dropout), target_modules=tuple(targets))
+
+
+@dataclass(frozen=True)
+class QuantizationSettings:
+    """A bitsandbytes quantized base: 4-bit (NF4/FP4, QLoRA) or 8-bit (LLM.int8)."""
+
+    bits: int
+    quant_type: str = "nf4"
+    double_quant: bool = True
+    compute_dtype: Optional[str] = None  # None: bfloat16 on a GPU, float32 on the CPU
+
+    @classmethod
+    def from_setting(
+        cls, setting: Union[None, str, Dict[str, Any]]
+    ) -> Optional["QuantizationSettings"]:
+        """Read `quantization`: null, "4bit", "8bit", or a section with `bits`."""
+        if setting is None:
+            return None
+        if isinstance(setting, str):
+            if setting not in QUANTIZATION_BITS:
+                raise SettingsError(
+                    f"Unknown quantization {setting!r}: use null, \"4bit\" or \"8bit\", "
+                    "or a [quantization] section with bits, quant_type, double_quant "
+                    "and compute_dtype."
+                )
+            return cls(bits=QUANTIZATION_BITS[setting])
+        if not isinstance(setting, dict):
+            raise SettingsError(f"quantization must be null, a string or a section; got {setting!r}.")
+        unknown = set(setting) - {"bits", "quant_type", "double_quant", "compute_dtype"}
+        if unknown:
+            raise SettingsError(
+                f"Unknown quantization setting(s) {sorted(unknown)}: the section takes "
+                "bits, quant_type, double_quant and compute_dtype."
+            )
+        bits = setting.get("bits")
+        if bits not in (4, 8):
+            raise SettingsError(f"quantization.bits must be 4 or 8, got {bits!r}.")
+        quant_type = setting.get("quant_type", "nf4")
+        if quant_type not in QUANT_TYPES:
+            raise SettingsError(
+                f"quantization.quant_type must be one of {QUANT_TYPES}, got {quant_type!r}."
+            )
+        compute_dtype = setting.get("compute_dtype")
+        if compute_dtype is not None and compute_dtype not in DTYPES:
+            raise SettingsError(
+                f"quantization.compute_dtype must be one of {sorted(DTYPES)} or null, "
+                f"got {compute_dtype!r}."
+            )
+        return cls(
+            bits=bits,
+            quant_type=quant_type,
+            double_quant=bool(setting.get("double_quant", True)),
+            compute_dtype=compute_dtype,
+        )
+
+
+@dataclass(frozen=True)
+class LlamaSettings:
+    """Everything needed to rebuild a LlamaTransformer exactly."""
+
+    name: str
+    revision: Optional[str] = None
+    tokenizer_config: Dict[str, Any] = field(default_factory=dict)
+    lora: Optional[LoraSettings] = field(default_factory=LoraSettings)
+    dtype: str = "float32"
+    quantization: Optional[QuantizationSettings] = None
+    bidirectional: bool = False
+    attn_implementation: str = "sdpa"
+    max_length: Optional[int] = None
+    gradient_checkpointing: bool = False
+    trust_remote_code: bool = False
+
+    def __post_init__(self):
+        if not isinstance(self.name, str) or not self.name:
+            raise SettingsError("name must be a hub id or a local folder of a decoder model.")
+        if self.dtype not in DTYPES:
+            raise SettingsError(
+                f"Unknown dtype {self.dtype!r}: use one of {sorted(DTYPES)}."
+            )
+        if self.attn_implementation not in ATTENTION_IMPLEMENTATIONS:
+            raise SettingsError(
+                f"Unknown attn_implementation {self.attn_implementation!r}: use one of "
+                f"{ATTENTION_IMPLEMENTATIONS}."
+            )
+        if self.bidirectional and self.attn_implementation == "flash_attention_2":
+            raise SettingsError(
+                "bidirectional = true cannot be honoured by flash_attention_2, which takes "
+                'no attention mask; set attn_implementation = "sdpa" or "eager".'
+            )
+        if self.max_length is not None and (not isinstance(self.max_length, int) or self.max_length < 2):
+            raise SettingsError(f"max_length must be an integer >= 2 or null, got {self.max_length!r}.")
+        if self.quantization is not None and self.lora is None:
+            raise SettingsError(
+                "A quantized base cannot be finetuned fully: set a lora section "
+                "or quantization = null."
+            )
+
+    @property
+    def torch_dtype(self) -> torch.dtype:
+        return DTYPES[self.dtype]
+
+    def to_dict(self) -> Dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Dict[str, Any]) -> "LlamaSettings":
+        data = dict(data)
+        lora = data.pop("lora")
+        quantization = data.pop("quantization")
+        return cls(
+            lora=None if lora is None else LoraSettings(**{**lora, "target_modules": tuple(lora["target_modules"])}),
+            quantization=None if quantization is None else QuantizationSettings(**quantization),
+            **data,
+        )
+

@@ -1,0 +1,203 @@
+"""The thinc shim that owns the decoder, its tokenizer and their saved form."""
+from typing import Dict, Optional, cast
+
+import torch
+from thinc.api import get_torch_default_device, torch2xp, xp2torch
+from thinc.shims import PyTorchGradScaler, PyTorchShim
+from thinc.types import FloatsXd
+from transformers import PreTrainedTokenizerBase
+
+from .encoder import SpanEncoder
+from .loading import (
+    BaseModelError,
+    add_adapters,
+    config_fingerprint,
+    finish_tokenizer,
+    load_base_config,
+    load_base_model,
+    load_tokenizer,
+    where_to_point,
+)
+from .serialization import (
+    BaseReference,
+    SavedTransformer,
+    dump_saved_transformer,
+    load_saved_transformer,
+    tokenizer_from_files,
+    tokenizer_to_files,
+)
+from .settings import LlamaSettings
+
+
+class LlamaShim(PyTorchShim):
+    """A PyTorchShim whose model is built lazily from `settings`.
+
+    Nothing is loaded when a config is resolved: `load_pretrained` builds the
+    base and fresh adapters for training, `from_bytes` builds the base from its
+    reference and attaches saved adapters. Either way the base is placed on
+    its device while loading, never moved with `.to()` afterwards.
+    """
+
+    def __init__(
+        self,
+        settings: LlamaSettings,
+        *,
+        mixed_precision: bool = False,
+        grad_scaler: Optional[PyTorchGradScaler] = None,
+    ):
+        super().__init__(torch.nn.Module(), mixed_precision=mixed_precision, grad_scaler=grad_scaler)
+        self.settings = settings
+        self.tokenizer: Optional[PreTrainedTokenizerBase] = None
+        self.base_reference: Optional[BaseReference] = None
+
+    @property
+    def is_loaded(self) -> bool:
+        return self.tokenizer is not None
+
+    def loaded_tokenizer(self) -> PreTrainedTokenizerBase:
+        if self.tokenizer is None:
+            raise ValueError(
+                "The LlamaTransformer has no model yet: initialize the pipeline "
+                "(nlp.initialize() or spacy train) or load a trained one with spacy.load."
+            )
+        return self.tokenizer
+
+    @property
+    def encoder(self) -> SpanEncoder:
+        self.loaded_tokenizer()
+        return cast(SpanEncoder, self._model)
+
+    @property
+    def hidden_size(self) -> int:
+        return self.encoder.transformer.config.hidden_size
+
+    def load_pretrained(self) -> None:
+        """Load the base and add fresh adapters, for training."""
+        config = load_base_config(self.settings)
+        tokenizer = load_tokenizer(self.settings, config)
+        self._build(config, tokenizer)
+
+    def _build(self, config, tokenizer: PreTrainedTokenizerBase) -> None:
+        device = get_torch_default_device()
+        base = load_base_model(self.settings, config, device)
+        transformer = add_adapters(
+            base,
+            self.settings.lora,
+            quantized=self.settings.quantization is not None,
+            gradient_checkpointing=self.settings.gradient_checkpointing,
+        )
+        self._model = SpanEncoder(
+            transformer,
+            bidirectional=self.settings.bidirectional,
+            max_length=tokenizer.model_max_length,
+        )
+        self._grad_scaler.to_(device)
+        self.tokenizer = tokenizer
+        self.base_reference = BaseReference(
+            self.settings.name, self.settings.revision, config_fingerprint(config)
+        )
+
+    def trainable_weights(self) -> Dict[str, torch.Tensor]:
+        return {
+            name: parameter
+            for name, parameter in self.encoder.transformer.named_parameters()
+            if parameter.requires_grad
+        }
+
+    def to_bytes(self) -> bytes:
+        tokenizer = self.loaded_tokenizer()
+        assert self.base_reference is not None
+        return dump_saved_transformer(
+            SavedTransformer(
+                settings=self.settings.to_dict(),
+                base=self.base_reference,
+                tokenizer_files=tokenizer_to_files(tokenizer),
+                weights=self.trainable_weights(),
+            )
+        )
+
+    def from_bytes(self, bytes_data: bytes) -> "LlamaShim":
+        saved = load_saved_transformer(bytes_data)
+        self.settings = self.settings_for_loading(LlamaSettings.from_dict(saved.settings))
+        config = load_base_config(self.settings)
+        fingerprint = config_fingerprint(config)
+        if fingerprint != saved.base.fingerprint:
+            raise BaseModelError(
+                f"The base model at {self.settings.name!r} is not the one this pipeline was "
+                f"trained on ({saved.base.name!r}, revision {saved.base.revision!r}): their "
+                f"configs differ (fingerprint {fingerprint[:12]} != {saved.base.fingerprint[:12]}).\n"
+                + where_to_point(saved.base.name)
+            )
+        tokenizer = finish_tokenizer(tokenizer_from_files(saved.tokenizer_files), self.settings, config)
+        self._build(config, tokenizer)
+        self._load_trainable_weights(saved.weights)
+        return self
+
+    def settings_for_loading(self, saved: LlamaSettings) -> LlamaSettings:
+        """The saved settings define the adapters and the attention; where the
+        base lives and how it is loaded (dtype, quantization, attention kernel)
+        come from the current config, so they can be changed at load time."""
+        current = self.settings
+        return LlamaSettings(
+            name=current.name,
+            revision=current.revision,
+            tokenizer_config=saved.tokenizer_config,
+            lora=saved.lora,
+            dtype=current.dtype,
+            quantization=current.quantization,
+            bidirectional=saved.bidirectional,
+            attn_implementation=current.attn_implementation,
+            max_length=saved.max_length,
+            gradient_checkpointing=current.gradient_checkpointing,
+            trust_remote_code=current.trust_remote_code,
+        )
+
+    def _load_trainable_weights(self, weights: Dict[str, torch.Tensor]) -> None:
+        expected = self.trainable_weights()
+        missing = sorted(set(expected) - set(weights))
+        unexpected = sorted(set(weights) - set(expected))
+        if missing or unexpected:
+            raise BaseModelError(
+                "The saved weights do not fit the model built from the config: "
+                f"missing {missing[:3]}{'...' if len(missing) > 3 else ''}, "
+                f"unexpected {unexpected[:3]}{'...' if len(unexpected) > 3 else ''}. "
+                "Were the lora settings changed after training?"
+            )
+        with torch.no_grad():
+            for name, parameter in expected.items():
+                saved = weights[name]
+                if saved.shape != parameter.shape:
+                    raise BaseModelError(
+                        f"Saved weight {name} has shape {tuple(saved.shape)}, the model "
+                        f"expects {tuple(parameter.shape)}."
+                    )
+                parameter.copy_(saved.to(device=parameter.device, dtype=parameter.dtype))
+
+    def finish_update(self, optimizer) -> None:
+        """Update the parameters that received gradients (LoRA adapters, or
+        everything under full finetuning). thinc's optimizers work on NumPy or
+        CuPy arrays, which have no bfloat16, so low-precision parameters are
+        updated in float32 and cast back."""
+        for name, parameter in self._model.named_parameters():
+            if parameter.grad is None:
+                continue
+            if not self._grad_scaler.found_inf:
+                data, grad = parameter.data, parameter.grad
+                if data.dtype == torch.bfloat16:
+                    data, grad = data.float(), grad.float()
+                new_data, _ = optimizer(
+                    (self.id, name),
+                    cast(FloatsXd, torch2xp(data)),
+                    cast(FloatsXd, torch2xp(grad)),
+                )
+                parameter.data = xp2torch(new_data, device=parameter.device).to(parameter.dtype)
+            parameter.grad = None
+        self._grad_scaler.update()
+
+    def to_device(self, device_type: str, device_id: int) -> None:
+        if self.settings.quantization is not None and self.is_loaded:
+            raise ValueError(
+                "A quantized base is placed on its device while loading and cannot be "
+                "moved: select the GPU before loading the pipeline (spacy.require_gpu())."
+            )
+        super().to_device(device_type, device_id)

@@ -1,0 +1,105 @@
+"""Small pipelines on the tiny checkpoints, shared by the tests."""
+from pathlib import Path
+from typing import Any, Dict, List, Tuple
+
+import numpy
+import spacy
+from spacy.language import Language
+from spacy.training import Example
+
+TRAIN_DATA: List[Tuple[str, Dict[str, Any]]] = [
+    ("I like London a lot", {"cats": {"POS": 1.0, "NEG": 0.0}, "entities": [(7, 13, "LOC")]}),
+    ("Paris is awful, really", {"cats": {"POS": 0.0, "NEG": 1.0}, "entities": [(0, 5, "LOC")]}),
+    ("We loved the trip to Rome", {"cats": {"POS": 1.0, "NEG": 0.0}, "entities": [(21, 25, "LOC")]}),
+    ("The food in Berlin was bad", {"cats": {"POS": 0.0, "NEG": 1.0}, "entities": [(12, 18, "LOC")]}),
+]
+
+
+def transformer_config(name: Path, **settings: Any) -> Dict[str, Any]:
+    return {"model": {"@architectures": "spacy-lsllama.LlamaTransformer.v1", "name": str(name), **settings}}
+
+
+def listener(pooling: str) -> Dict[str, Any]:
+    return {
+        "@architectures": "spacy-transformers.TransformerListener.v1",
+        "grad_factor": 1.0,
+        "pooling": {"@layers": pooling},
+    }
+
+
+def build_pipeline(name: Path, **settings: Any) -> Language:
+    """A blank English pipeline: transformer, textcat (last-token pooling, as
+    LS-LLaMA) and ner, not yet initialized."""
+    nlp = spacy.blank("en")
+    nlp.add_pipe("transformer", config=transformer_config(name, **settings))
+    nlp.add_pipe(
+        "textcat",
+        config={
+            "model": {
+                "@architectures": "spacy.TextCatReduce.v1",
+                "exclusive_classes": True,
+                "use_reduce_first": False,
+                "use_reduce_last": True,
+                "use_reduce_max": False,
+                "use_reduce_mean": False,
+                "tok2vec": listener("reduce_last.v1"),
+            }
+        },
+    )
+    nlp.add_pipe(
+        "ner",
+        config={
+            "model": {
+                "@architectures": "spacy.TransitionBasedParser.v2",
+                "state_type": "ner",
+                "extra_state_tokens": False,
+                "hidden_width": 16,
+                "maxout_pieces": 2,
+                "use_upper": False,
+                "tok2vec": listener("reduce_mean.v1"),
+            }
+        },
+    )
+    return nlp
+
+
+def train_examples(nlp: Language) -> List[Example]:
+    return [Example.from_dict(nlp.make_doc(text), annotations) for text, annotations in TRAIN_DATA]
+
+
+def train_pipeline(name: Path, steps: int = 5, **settings: Any) -> Language:
+    """A pipeline trained for a few steps, so its adapters are not at their initial values."""
+    spacy.util.fix_random_seed(0)
+    nlp = build_pipeline(name, **settings)
+    examples = train_examples(nlp)
+    optimizer = nlp.initialize(lambda: examples)
+    for _ in range(steps):
+        nlp.update(examples, sgd=optimizer)
+    return nlp
+
+
+def decoder_shim(nlp: Language):
+    return nlp.get_pipe("transformer").model.layers[0].shims[0]
+
+
+def transformer_only(name: Path, **settings: Any) -> Language:
+    """A pipeline with just the transformer, initialized."""
+    nlp = spacy.blank("en")
+    nlp.add_pipe("transformer", config=transformer_config(name, **settings))
+    nlp.initialize()
+    return nlp
+
+
+def token_vectors(nlp: Language, texts: List[str]) -> List[numpy.ndarray]:
+    """The mean of each token's piece vectors, for texts run as one batch."""
+    docs = list(nlp.pipe(texts, batch_size=len(texts)))
+    vectors = []
+    for doc in docs:
+        data = doc._.trf_data
+        hidden = data.model_output.last_hidden_state.reshape(-1, data.width)
+        rows = []
+        for i in range(len(doc)):
+            pieces = data.align[i].dataXd
+            rows.append(hidden[pieces].mean(axis=0))
+        vectors.append(numpy.stack(rows))
+    return vectors

@@ -5,7 +5,8 @@ also finds it through the `spacy_architectures` entry point, so configs work
 without an import and `spacy package` records spacy-lsllama as a requirement.
 """
 from .architectures import LlamaTransformer
+from .pooling import TextCatReduce, reduce_first, reduce_last
 from .settings import LlamaSettings, LoraSettings, QuantizationSettings
 
 __version__ = "0.1.0"
-__all__ = ["LlamaTransformer", "LlamaSettings", "LoraSettings", "QuantizationSettings", "__version__"]
+__all__ = ["LlamaTransformer", "TextCatReduce", "reduce_first", "reduce_last", "LlamaSettings", "LoraSettings", "QuantizationSettings", "__version__"]

@@ -36,13 +36,10 @@ def build_pipeline(name: Path, **settings: Any) -> Language:
         "textcat",
         config={
             "model": {
-                "@architectures": "spacy.TextCatReduce.v1",
+                "@architectures": "spacy-lsllama.TextCatReduce.v1",
                 "exclusive_classes": True,
-                "use_reduce_first": False,
                 "use_reduce_last": True,
-                "use_reduce_max": False,
-                "use_reduce_mean": False,
-                "tok2vec": listener("reduce_last.v1"),
+                "tok2vec": listener("spacy-lsllama.reduce_last.v1"),
             }
         },
     )
@@ -56,7 +53,7 @@ def build_pipeline(name: Path, **settings: Any) -> Language:
                 "hidden_width": 16,
                 "maxout_pieces": 2,
                 "use_upper": False,
-                "tok2vec": listener("reduce_mean.v1"),
+                "tok2vec": listener("spacy-lsllama.reduce_first.v1"),
             }
         },
     )

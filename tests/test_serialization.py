@@ -11,7 +11,7 @@ from spacy_lsllama.loading import BaseModelError
 from spacy_lsllama.serialization import FORMAT, SavedTransformerError
 from pipelines import decoder_shim, train_pipeline
 
-TEXTS = ["I like London a lot", "Paris is awful, really", "A new text about Rome and Berlin"]
+TEXTS = ["I like London a lot", "Paris is awful, really", "", "A new text about Rome and Berlin"]
 
 
 def predictions(nlp):

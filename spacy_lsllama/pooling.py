@@ -1,0 +1,98 @@
+"""Reductions that accept empty sequences.
+
+thinc's `reduce_first`, `reduce_last` and `reduce_max` raise "all sequence
+lengths must be > 0" on an empty sequence. In a pipeline that happens for an
+empty doc in a batch (`nlp.pipe(["", "hello"])` with last-token textcat
+pooling) and for a token with no pieces. These layers give an empty sequence
+a zero vector and no gradient, and behave exactly like thinc's otherwise.
+LS-LLaMA's text classifier pools the last token, so its configs use these.
+"""
+from functools import partial
+from typing import Callable, List, Optional, Tuple
+
+from spacy.ml.models.textcat import resize_and_set_ref, resize_linear_weighted
+from spacy.util import registry
+from thinc.api import Linear, Logistic, Model, Softmax, chain, concatenate, list2ragged, reduce_mean
+from thinc.api import resizable
+from thinc.types import Floats2d, Ints1d, Ragged
+
+NEG_VALUE = -5000.0  # the bias of new labels in a resized softmax, as spaCy uses
+
+
+def _reduce_to_one_row(name: str, pick_row: Callable[[Ints1d, Ints1d], Ints1d]) -> Model[Ragged, Floats2d]:
+    def forward(model: Model, Xr: Ragged, is_train: bool) -> Tuple[Floats2d, Callable]:
+        xp = model.ops.xp
+        lengths = model.ops.asarray1i(Xr.lengths)
+        ends = xp.cumsum(lengths)
+        present = xp.nonzero(lengths > 0)[0]
+        rows = pick_row(ends - lengths, ends)[present]
+        Y = model.ops.alloc2f(len(lengths), Xr.dataXd.shape[1])
+        Y[present] = Xr.dataXd[rows]
+
+        def backprop(dY: Floats2d) -> Ragged:
+            dX = model.ops.alloc2f(*Xr.dataXd.shape)
+            dX[rows] = dY[present]
+            return Ragged(dX, Xr.lengths)
+
+        return Y, backprop
+
+    return Model(name, forward)
+
+
+@registry.layers("spacy-lsllama.reduce_first.v1")
+def reduce_first() -> Model[Ragged, Floats2d]:
+    """The first row of each sequence; zeros for an empty one."""
+    return _reduce_to_one_row("lsllama-reduce-first", lambda starts, ends: starts)
+
+
+@registry.layers("spacy-lsllama.reduce_last.v1")
+def reduce_last() -> Model[Ragged, Floats2d]:
+    """The last row of each sequence; zeros for an empty one."""
+    return _reduce_to_one_row("lsllama-reduce-last", lambda starts, ends: ends - 1)
+
+
+@registry.architectures("spacy-lsllama.TextCatReduce.v1")
+def TextCatReduce(
+    tok2vec: Model,
+    exclusive_classes: bool,
+    use_reduce_first: bool = False,
+    use_reduce_last: bool = True,
+    use_reduce_mean: bool = False,
+    nO: Optional[int] = None,
+) -> Model:
+    """`spacy.TextCatReduce.v1` whose first/last-token pooling accepts empty docs.
+
+    An empty doc gets the scores of a zero vector: a valid distribution that
+    sums to 1 for exclusive classes. Max pooling is left out: it has no
+    meaningful value for an empty doc."""
+    reductions: List[Model] = []
+    if use_reduce_first:
+        reductions.append(reduce_first())
+    if use_reduce_last:
+        reductions.append(reduce_last())
+    if use_reduce_mean:
+        reductions.append(reduce_mean())
+    if not reductions:
+        raise ValueError("TextCatReduce needs at least one of use_reduce_first, use_reduce_last, use_reduce_mean.")
+    width = tok2vec.maybe_get_dim("nO")
+    nI = width * len(reductions) if width is not None else None
+    if exclusive_classes:
+        output_layer = Softmax(nO=nO, nI=nI)
+        fill_defaults = {"b": NEG_VALUE, "W": 0}
+    else:
+        output_layer = Linear(nO=nO, nI=nI)
+        fill_defaults = {"b": 0, "W": 0}
+    resizable_layer = resizable(
+        output_layer, resize_layer=partial(resize_linear_weighted, fill_defaults=fill_defaults)
+    )
+    layers = [tok2vec, list2ragged(), concatenate(*reductions), resizable_layer]
+    if not exclusive_classes:
+        layers.append(Logistic())
+    model = chain(*layers)
+    model.set_ref("tok2vec", tok2vec)
+    model.set_ref("output_layer", output_layer)
+    model.attrs["resize_output"] = partial(resize_and_set_ref, resizable_layer=resizable_layer)
+    model.attrs["multi_label"] = not exclusive_classes
+    if nO is not None:
+        model.set_dim("nO", nO)
+    return model

@@ -8,13 +8,14 @@ load time; LoRA adapters are then added with peft.
 """
 import hashlib
 import json
+import logging
 from typing import Any, Dict, Optional
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PretrainedConfig, PreTrainedModel
 from transformers import PreTrainedTokenizerBase
 
-from .settings import DTYPES, LlamaSettings, LoraSettings, QuantizationSettings
+from .settings import DTYPES, LlamaSettings, LoraSettings, QuantizationSettings, SettingsError
 from .tokenization import bounded_max_length, prepare_tokenizer
 
 
@@ -100,14 +101,40 @@ def compute_dtype(settings: LlamaSettings, device: torch.device) -> torch.dtype:
     return torch.bfloat16 if device.type == "cuda" else torch.float32
 
 
-def bitsandbytes_config(quantization: QuantizationSettings, dtype: torch.dtype):
+def check_bitsandbytes(quantization: QuantizationSettings, device: torch.device) -> None:
+    """Fail before any weight is read, with an error that names the
+    `quantization` setting, when bitsandbytes cannot quantize on `device`;
+    otherwise transformers fails deep inside `from_pretrained` with a message
+    that does not say which setting asked for bitsandbytes."""
+    setting = f'quantization = "{quantization.bits}bit"'
     try:
-        import bitsandbytes  # noqa: F401
-        from transformers import BitsAndBytesConfig
-    except ImportError as error:  # pragma: no cover - a hard dependency
-        raise BaseModelError(
-            f"quantization = {quantization.bits}bit needs bitsandbytes: pip install bitsandbytes"
+        import bitsandbytes
+    except Exception as error:  # ImportError, or a RuntimeError from a broken backend
+        raise SettingsError(
+            f"{setting} needs bitsandbytes, which cannot be imported ({type(error).__name__}: "
+            f"{error}). Install it (pip install bitsandbytes) or set quantization = null."
         ) from error
+    supported = getattr(bitsandbytes, "supported_torch_devices", {"cuda"})
+    if device.type not in supported:
+        raise SettingsError(
+            f"{setting} cannot run on {device.type}: bitsandbytes "
+            f"{getattr(bitsandbytes, '__version__', '')} supports {sorted(supported)}. "
+            "Set quantization = null (and a dtype) or use a supported device."
+        )
+    if device.type == "cuda":
+        from bitsandbytes.cextension import ErrorHandlerMockBNBNativeLibrary, lib
+
+        if isinstance(lib, ErrorHandlerMockBNBNativeLibrary):
+            raise SettingsError(
+                f"{setting} needs bitsandbytes' CUDA library, which failed to load for this "
+                "CUDA version (see bitsandbytes' log above). Reinstall bitsandbytes for your "
+                "CUDA, or set quantization = null."
+            )
+
+
+def bitsandbytes_config(quantization: QuantizationSettings, dtype: torch.dtype):
+    from transformers import BitsAndBytesConfig
+
     if quantization.bits == 8:
         return BitsAndBytesConfig(load_in_8bit=True)
     return BitsAndBytesConfig(
@@ -131,6 +158,7 @@ def load_base_model(
         "torch_dtype": dtype if settings.quantization else settings.torch_dtype,
     }
     if settings.quantization is not None:
+        check_bitsandbytes(settings.quantization, device)
         kwargs["quantization_config"] = bitsandbytes_config(settings.quantization, dtype)
         kwargs["device_map"] = {"": device}
     try:
@@ -142,7 +170,41 @@ def load_base_model(
         ) from error
     if settings.quantization is None:
         model.to(device)
+    else:
+        keep_4bit_layers_differentiable(model)
+        quiet_8bit_inference_warning()
     return model
+
+
+def keep_4bit_layers_differentiable(model: torch.nn.Module) -> None:
+    """Keep bitsandbytes' 4-bit layers in their training layout on the CPU.
+
+    On CPUs with AVX512-BF16, the first forward pass in eval mode (every
+    `nlp(...)`, and every evaluation during `spacy train`) repacks a 4-bit
+    weight in place for a fast inference kernel. That kernel has no autograd:
+    after it, training silently drops the gradient through every base layer,
+    so the adapters below it get wrong gradients. It also rounds the scales to
+    bfloat16 (predictions differ from what was trained) and fails on layers
+    whose sizes are not multiples of its block sizes. The flag only acts on
+    CPU inputs; GPUs are unaffected."""
+    for module in model.modules():
+        if hasattr(module, "support_avx512bf16_for_cpu"):
+            module.support_avx512bf16_for_cpu = False
+
+
+class _Int8CastNotice(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("MatMul8bitLt: inputs will be cast from")
+
+
+def quiet_8bit_inference_warning() -> None:
+    """Drop bitsandbytes' per-call warning that 8-bit inference casts its
+    inputs to float16. After `prepare_model_for_kbit_training` the hidden
+    states are float32, so it fires for every 8-bit layer in every batch;
+    the cast is how LLM.int8 quantizes activations, not a problem to report."""
+    bnb_logger = logging.getLogger("bitsandbytes.autograd._functions")
+    if not any(isinstance(existing, _Int8CastNotice) for existing in bnb_logger.filters):
+        bnb_logger.addFilter(_Int8CastNotice())
 
 
 def add_adapters(

@@ -1,0 +1,97 @@
+"""spacy-lsllama.LlamaTransformer.v1 as the model of the transformer component."""
+import pytest
+import spacy
+import torch
+from spacy.training import Example
+
+from pipelines import build_pipeline, decoder_shim, listener, train_examples, train_pipeline, transformer_config
+
+
+def test_training_changes_every_adapter_and_no_base_weight(tiny_model):
+    spacy.util.fix_random_seed(0)
+    nlp = build_pipeline(tiny_model)
+    examples = train_examples(nlp)
+    optimizer = nlp.initialize(lambda: examples)
+    transformer = decoder_shim(nlp).encoder.transformer
+    before = {name: tensor.clone() for name, tensor in transformer.state_dict().items()}
+    for _ in range(3):
+        nlp.update(examples, sgd=optimizer)
+    after = transformer.state_dict()
+    changed = {name for name in before if not torch.equal(before[name], after[name])}
+    adapters = {name for name in before if "lora_" in name}
+    assert changed == adapters
+
+
+def test_trainable_parameters_are_a_small_fraction_with_lora(metaspace_model):
+    nlp = train_pipeline(metaspace_model, steps=0)
+    transformer = decoder_shim(nlp).encoder.transformer
+    trainable = sum(p.numel() for p in transformer.parameters() if p.requires_grad)
+    total = sum(p.numel() for p in transformer.parameters())
+    assert 0 < trainable < total / 4
+
+
+def test_full_finetuning_trains_base_weights(metaspace_model):
+    nlp = train_pipeline(metaspace_model, lora=None, steps=0)
+    transformer = decoder_shim(nlp).encoder.transformer
+    assert all(p.requires_grad for p in transformer.parameters())
+
+
+def test_textcat_multilabel_listens_and_learns(metaspace_model):
+    spacy.util.fix_random_seed(0)
+    nlp = spacy.blank("en")
+    nlp.add_pipe("transformer", config=transformer_config(metaspace_model))
+    nlp.add_pipe(
+        "textcat_multilabel",
+        config={
+            "model": {
+                "@architectures": "spacy-lsllama.TextCatReduce.v1",
+                "exclusive_classes": False,
+                "use_reduce_last": True,
+                "use_reduce_mean": True,
+                "tok2vec": listener("reduce_mean.v1"),
+            }
+        },
+    )
+    data = [
+        ("sunny and warm", {"cats": {"WEATHER": 1.0, "FOOD": 0.0}}),
+        ("pasta with cheese", {"cats": {"WEATHER": 0.0, "FOOD": 1.0}}),
+        ("rain at lunch with soup", {"cats": {"WEATHER": 1.0, "FOOD": 1.0}}),
+    ]
+    examples = [Example.from_dict(nlp.make_doc(text), annotations) for text, annotations in data]
+    optimizer = nlp.initialize(lambda: examples)
+    first = nlp.update(examples, sgd=optimizer)["textcat_multilabel"]
+    for _ in range(30):
+        last = nlp.update(examples, sgd=optimizer)["textcat_multilabel"]
+    assert last < first / 2
+    doc = nlp("sunny and warm")
+    assert set(doc.cats) == {"WEATHER", "FOOD"}
+
+
+@pytest.mark.parametrize(
+    "settings,message",
+    [
+        ({"dtype": "float8"}, "Unknown dtype"),
+        ({"quantization": "3bit"}, "Unknown quantization"),
+        ({"attn_implementation": "magic"}, "Unknown attn_implementation"),
+        ({"lora": {"r": 0}}, "lora.r"),
+        ({"lora": {"rank": 8}}, "Unknown lora setting"),
+    ],
+)
+def test_bad_settings_fail_when_the_config_is_resolved(metaspace_model, settings, message):
+    nlp = spacy.blank("en")
+    with pytest.raises(ValueError, match=message):
+        nlp.add_pipe("transformer", config=transformer_config(metaspace_model, **settings))
+
+
+def test_lora_targets_missing_from_the_model_are_named(metaspace_model):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("transformer", config=transformer_config(metaspace_model, lora={"target_modules": ["query"]}))
+    with pytest.raises(ValueError, match=r"(?s)\['query'\].*q_proj"):
+        nlp.initialize()
+
+
+def test_predicting_before_initialization_says_what_to_do(metaspace_model):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("transformer", config=transformer_config(metaspace_model))
+    with pytest.raises(ValueError, match="initialize"):
+        nlp("hello")

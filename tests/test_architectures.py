@@ -95,3 +95,23 @@ def test_predicting_before_initialization_says_what_to_do(metaspace_model):
     nlp.add_pipe("transformer", config=transformer_config(metaspace_model))
     with pytest.raises(ValueError, match="initialize"):
         nlp("hello")
+
+
+def test_training_on_the_cpu_with_a_fixed_seed_is_deterministic(metaspace_model):
+    texts = ["I like London a lot", "Berlin was bad"]
+    runs = []
+    for _ in range(2):
+        nlp = train_pipeline(metaspace_model, steps=3)
+        runs.append([(doc.cats, [e.text for e in doc.ents]) for doc in nlp.pipe(texts)])
+    assert runs[0] == runs[1]
+
+
+def test_a_long_document_gives_every_token_pieces(metaspace_model):
+    nlp = train_pipeline(metaspace_model, steps=0)
+    text = " ".join(["The committee met in Geneva on Tuesday to discuss the budget."] * 120)
+    doc = nlp(text)
+    data = doc._.trf_data
+    assert len(doc) > 1000
+    assert len(data.align.lengths) == len(doc)
+    assert (data.align.lengths > 0).all(), "strided spans leave no token without pieces"
+    assert sum(doc.cats.values()) == pytest.approx(1.0, abs=1e-5)

@@ -1,14 +1,12 @@
 """Pooling that accepts empty docs and tokens without pieces."""
 import numpy
 import pytest
-import spacy
-from thinc.api import NumpyOps, reduce_first as thinc_reduce_first, reduce_last as thinc_reduce_last
+from thinc.api import reduce_first as thinc_reduce_first, reduce_last as thinc_reduce_last
 from thinc.types import Ragged
 
 from spacy_lsllama.pooling import reduce_first, reduce_last
 from pipelines import build_pipeline, train_examples
 
-OPS = NumpyOps()
 
 
 def ragged(lengths):

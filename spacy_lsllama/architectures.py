@@ -6,6 +6,8 @@ broadcasts to `TransformerListener` layers in `textcat`, `textcat_multilabel`
 and `ner`. Label supervision (LS-LLaMA) is then just spaCy's own heads trained
 on the decoder's final hidden states with cross-entropy.
 """
+import os
+from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
 from spacy.tokens import Doc, Span
@@ -86,7 +88,7 @@ def LlamaTransformer(
         attrs={"convert_inputs": _wordpieces_to_torch, "convert_outputs": _hidden_states_from_torch},
         shims=[shim],
     )
-    return Model(
+    return LlamaTransformerModel(
         "spacy-lsllama.LlamaTransformer",
         forward,
         init=init,
@@ -98,6 +100,21 @@ def LlamaTransformer(
             "replace_listener_cfg": replace_listener_cfg,
         },
     )
+
+
+class LlamaTransformerModel(Model):
+    """A thinc Model whose file is replaced atomically on saving.
+
+    The bytes are built first and written beside the target, then moved over
+    it: a save that fails or is interrupted leaves the previous file intact
+    (or none), never a truncated one."""
+
+    def to_disk(self, path: Union[str, Path]) -> None:
+        path = Path(path)
+        data = self.to_bytes()
+        partial = path.with_name(path.name + ".partial")
+        partial.write_bytes(data)
+        os.replace(partial, path)
 
 
 def decoder_shim(model: Model) -> LlamaShim:

@@ -1,4 +1,5 @@
 """The thinc shim that owns the decoder, its tokenizer and their saved form."""
+import logging
 from typing import Dict, Optional, cast
 
 import torch
@@ -27,6 +28,8 @@ from .serialization import (
     tokenizer_to_files,
 )
 from .settings import LlamaSettings
+
+logger = logging.getLogger("spacy_lsllama")
 
 
 class LlamaShim(PyTorchShim):
@@ -175,13 +178,18 @@ class LlamaShim(PyTorchShim):
 
     def finish_update(self, optimizer) -> None:
         """Update the parameters that received gradients (LoRA adapters, or
-        everything under full finetuning). thinc's optimizers work on NumPy or
-        CuPy arrays, which have no bfloat16, so low-precision parameters are
-        updated in float32 and cast back."""
-        for name, parameter in self._model.named_parameters():
-            if parameter.grad is None:
-                continue
-            if not self._grad_scaler.found_inf:
+        everything under full finetuning).
+
+        A step whose gradients hold NaN or inf (an fp16 overflow, a bad batch)
+        is skipped as a whole, so the adapters are never corrupted. thinc's
+        optimizers work on NumPy or CuPy arrays, which have no bfloat16, so
+        low-precision parameters are updated in float32 and cast back."""
+        with_grad = [(name, p) for name, p in self._model.named_parameters() if p.grad is not None]
+        finite = all(bool(torch.isfinite(p.grad).all()) for _, p in with_grad)
+        if not finite and not self._grad_scaler.found_inf:
+            logger.warning("Skipped a LlamaTransformer update: a gradient was NaN or inf.")
+        if finite and not self._grad_scaler.found_inf:
+            for name, parameter in with_grad:
                 data, grad = parameter.data, parameter.grad
                 if data.dtype == torch.bfloat16:
                     data, grad = data.float(), grad.float()
@@ -191,6 +199,7 @@ class LlamaShim(PyTorchShim):
                     cast(FloatsXd, torch2xp(grad)),
                 )
                 parameter.data = xp2torch(new_data, device=parameter.device).to(parameter.dtype)
+        for _, parameter in with_grad:
             parameter.grad = None
         self._grad_scaler.update()
 

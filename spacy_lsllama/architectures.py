@@ -45,6 +45,7 @@ def LlamaTransformer(
     mixed_precision: bool = False,
     grad_scaler_config: Dict[str, Any] = {},
     trust_remote_code: bool = False,
+    share_base: bool = True,
 ) -> Model[List[Doc], FullTransformerBatch]:
     """A LoRA-adapted decoder LLM whose final hidden states feed spaCy's heads.
 
@@ -64,6 +65,8 @@ def LlamaTransformer(
     gradient_checkpointing: trade compute for activation memory.
     mixed_precision, grad_scaler_config: thinc's fp16 autocast on a GPU.
     trust_remote_code: run code from the model's repository (off unless asked).
+    share_base: reuse the frozen weights of an identical base that another
+        pipeline in this process has loaded (LoRA, unquantized only).
     """
     settings = LlamaSettings(
         name=name,
@@ -77,6 +80,7 @@ def LlamaTransformer(
         max_length=max_length,
         gradient_checkpointing=gradient_checkpointing,
         trust_remote_code=trust_remote_code,
+        share_base=share_base,
     )
     if get_spans is None:
         get_spans = configure_strided_spans(DEFAULT_WINDOW, DEFAULT_STRIDE)

@@ -145,6 +145,7 @@ class LlamaSettings:
     max_length: Optional[int] = None
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
+    share_base: bool = True
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:

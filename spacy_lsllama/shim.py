@@ -28,6 +28,7 @@ from .serialization import (
     tokenizer_to_files,
 )
 from .settings import LlamaSettings
+from .sharing import SharedBase, find_shared_base, register_base, sharing_key
 
 logger = logging.getLogger("spacy_lsllama")
 
@@ -52,6 +53,7 @@ class LlamaShim(PyTorchShim):
         self.settings = settings
         self.tokenizer: Optional[PreTrainedTokenizerBase] = None
         self.base_reference: Optional[BaseReference] = None
+        self._shared_base: Optional[SharedBase] = None
 
     @property
     def is_loaded(self) -> bool:
@@ -82,7 +84,8 @@ class LlamaShim(PyTorchShim):
 
     def _build(self, config, tokenizer: PreTrainedTokenizerBase) -> None:
         device = get_torch_default_device()
-        base = load_base_model(self.settings, config, device)
+        fingerprint = config_fingerprint(config)
+        base = self._load_or_share_base(config, fingerprint, device)
         transformer = add_adapters(
             base,
             self.settings.lora,
@@ -96,9 +99,21 @@ class LlamaShim(PyTorchShim):
         )
         self._grad_scaler.to_(device)
         self.tokenizer = tokenizer
-        self.base_reference = BaseReference(
-            self.settings.name, self.settings.revision, config_fingerprint(config)
-        )
+        self.base_reference = BaseReference(self.settings.name, self.settings.revision, fingerprint)
+
+    def _load_or_share_base(self, config, fingerprint: str, device: torch.device):
+        """Reuse the weights of an identical base another pipeline has loaded
+        (see sharing.py); otherwise load it and offer it for sharing."""
+        key = sharing_key(self.settings, fingerprint, device)
+        if key is None:
+            return load_base_model(self.settings, config, device)
+        found = find_shared_base(key, self.settings, config)
+        if found is not None:
+            self._shared_base = found.shared
+            return found.model
+        base = load_base_model(self.settings, config, device)
+        self._shared_base = register_base(key, base)
+        return base
 
     def trainable_weights(self) -> Dict[str, torch.Tensor]:
         return {
@@ -153,6 +168,7 @@ class LlamaShim(PyTorchShim):
             max_length=saved.max_length,
             gradient_checkpointing=current.gradient_checkpointing,
             trust_remote_code=current.trust_remote_code,
+            share_base=current.share_base,
         )
 
     def _load_trainable_weights(self, weights: Dict[str, torch.Tensor]) -> None:

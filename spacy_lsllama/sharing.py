@@ -1,0 +1,85 @@
+"""One copy of a frozen base model's weights for every pipeline in a process.
+
+With LoRA the base weights never change (only adapter parameters get
+gradients), so an NER pipeline and a textcat pipeline on the same base can use
+the very same weight tensors. Each pipeline still gets its own module tree, so
+its adapters, attention mode and gradient checkpointing stay its own: the
+second tree is built on the meta device, which allocates nothing, and then
+adopts the first tree's parameters and buffers.
+
+Bases are shared only when nothing about them can differ: same location and
+revision, same config fingerprint, dtype, attention implementation and device,
+LoRA training and no quantization; `share_base = false` opts out. The registry
+holds weak references, so a base is freed when the last pipeline using it goes
+away.
+"""
+import weakref
+from dataclasses import dataclass
+from typing import Dict, Optional, Tuple
+
+import torch
+from transformers import AutoModel, PretrainedConfig, PreTrainedModel
+
+from .settings import LlamaSettings
+
+SharingKey = Tuple[str, Optional[str], str, str, str, str]
+
+
+class SharedBase:
+    """The weight tensors of a loaded base, kept alive by the pipelines using it."""
+
+    def __init__(self, model: PreTrainedModel):
+        self.parameters: Dict[str, torch.nn.Parameter] = dict(model.named_parameters(remove_duplicate=False))
+        self.buffers: Dict[str, torch.Tensor] = dict(model.named_buffers(remove_duplicate=False))
+
+
+_REGISTRY: "weakref.WeakValueDictionary[SharingKey, SharedBase]" = weakref.WeakValueDictionary()
+
+
+def sharing_key(
+    settings: LlamaSettings, fingerprint: str, device: torch.device
+) -> Optional[SharingKey]:
+    """The identity of a shareable base, or None when it must not be shared."""
+    if not settings.share_base or settings.lora is None or settings.quantization is not None:
+        return None
+    return (settings.name, settings.revision, fingerprint, settings.dtype, settings.attn_implementation, str(device))
+
+
+@dataclass
+class BaseModel:
+    model: PreTrainedModel
+    shared: SharedBase
+
+
+def find_shared_base(key: SharingKey, settings: LlamaSettings, config: PretrainedConfig) -> Optional[BaseModel]:
+    """A new module tree on the weights of an already loaded base, if any."""
+    shared = _REGISTRY.get(key)
+    if shared is None:
+        return None
+    with torch.device("meta"):
+        model = AutoModel.from_config(
+            config,
+            torch_dtype=settings.torch_dtype,
+            attn_implementation=settings.attn_implementation,
+            trust_remote_code=settings.trust_remote_code,
+        )
+    for name, parameter in shared.parameters.items():
+        _adopt(model, name, parameter, "_parameters")
+    for name, buffer in shared.buffers.items():
+        _adopt(model, name, buffer, "_buffers")
+    if any(tensor.is_meta for tensor in [*model.parameters(), *model.buffers()]):
+        return None
+    model.eval()
+    return BaseModel(model, shared)
+
+
+def register_base(key: SharingKey, model: PreTrainedModel) -> SharedBase:
+    shared = SharedBase(model)
+    _REGISTRY[key] = shared
+    return shared
+
+
+def _adopt(model: torch.nn.Module, qualified_name: str, tensor: torch.Tensor, kind: str) -> None:
+    module_name, _, leaf = qualified_name.rpartition(".")
+    module = model.get_submodule(module_name) if module_name else model
+    getattr(module, kind)[leaf] = tensor

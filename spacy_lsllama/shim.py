@@ -27,7 +27,7 @@ from .serialization import (
     tokenizer_from_files,
     tokenizer_to_files,
 )
-from .settings import LlamaSettings
+from .settings import LlamaSettings, SettingsError
 from .sharing import SharedBase, find_shared_base, register_base, sharing_key
 
 logger = logging.getLogger("spacy_lsllama")
@@ -78,6 +78,12 @@ class LlamaShim(PyTorchShim):
 
     def load_pretrained(self) -> None:
         """Load the base and add fresh adapters, for training."""
+        if self._mixed_precision and get_torch_default_device().type != "cuda":
+            raise SettingsError(
+                "mixed_precision = true is thinc's fp16 autocast with gradient scaling, "
+                "which needs a CUDA GPU: set it to false on the CPU (dtype = \"bfloat16\" "
+                "also lowers memory there)."
+            )
         config = load_base_config(self.settings)
         tokenizer = load_tokenizer(self.settings, config)
         self._build(config, tokenizer)
@@ -207,7 +213,7 @@ class LlamaShim(PyTorchShim):
         if finite and not self._grad_scaler.found_inf:
             for name, parameter in with_grad:
                 data, grad = parameter.data, parameter.grad
-                if data.dtype == torch.bfloat16:
+                if data.dtype != torch.float32:
                     data, grad = data.float(), grad.float()
                 new_data, _ = optimizer(
                     (self.id, name),

@@ -115,3 +115,14 @@ def test_a_long_document_gives_every_token_pieces(metaspace_model):
     assert len(data.align.lengths) == len(doc)
     assert (data.align.lengths > 0).all(), "strided spans leave no token without pieces"
     assert sum(doc.cats.values()) == pytest.approx(1.0, abs=1e-5)
+
+
+@pytest.mark.parametrize("settings", [{"dtype": "bfloat16"}, {"dtype": "float16"}, {"dtype": "float16", "lora": None}])
+def test_low_precision_weights_train_with_spacys_optimizer(metaspace_model, settings):
+    nlp = train_pipeline(metaspace_model, steps=2, **settings)
+    assert sum(nlp("I like London").cats.values()) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_mixed_precision_on_the_cpu_is_refused_with_a_reason(metaspace_model):
+    with pytest.raises(ValueError, match="mixed_precision = true .* CUDA GPU"):
+        train_pipeline(metaspace_model, steps=1, mixed_precision=True)

@@ -1,12 +1,30 @@
 """spacy-lsllama: label-supervised decoder LLMs (LS-LLaMA, LS-unLLaMA) for spaCy.
 
-Importing the package registers `spacy-lsllama.LlamaTransformer.v1`; spaCy
-also finds it through the `spacy_architectures` entry point, so configs work
-without an import and `spacy package` records spacy-lsllama as a requirement.
+spaCy finds the registered functions (`spacy-lsllama.LlamaTransformer.v1`,
+the pooling layers, the merged transformer factory, the `lsllama` CLI group)
+through entry points, so configs work without an import and `spacy package`
+records spacy-lsllama as a requirement. The names below load on first use:
+spaCy loads every CLI plugin at start-up, and importing transformers and peft
+there would slow every `spacy` command down by seconds.
 """
-from .architectures import LlamaTransformer
-from .pooling import TextCatReduce, reduce_first, reduce_last
-from .settings import LlamaSettings, LoraSettings, QuantizationSettings
+import importlib
+from typing import Any
 
 __version__ = "0.1.0"
-__all__ = ["LlamaTransformer", "TextCatReduce", "reduce_first", "reduce_last", "LlamaSettings", "LoraSettings", "QuantizationSettings", "__version__"]
+
+_EXPORTS = {
+    "LlamaTransformer": "architectures",
+    "TextCatReduce": "pooling",
+    "reduce_first": "pooling",
+    "reduce_last": "pooling",
+    "LlamaSettings": "settings",
+    "LoraSettings": "settings",
+    "QuantizationSettings": "settings",
+}
+__all__ = [*_EXPORTS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _EXPORTS:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_EXPORTS[name]}", __name__), name)

@@ -1,0 +1,313 @@
+"""`init-config`: a complete training config with one shared LlamaTransformer.
+
+The config is built as a confection `Config` from the settings of the
+reference configs (configs/textcat-causal.cfg, configs/ner-bidirectional.cfg
+and their LLaMA-2-7B QLoRA variants for a GPU), then filled with spaCy's
+defaults and validated by building the pipeline and resolving [training].
+Building does not load any weights: the model loads when it is initialized.
+"""
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+import typer
+from wasabi import msg
+
+from ._util import ARCHITECTURE, CommandError, reports_errors, split_list
+
+TASKS = ("ner", "textcat", "textcat_multilabel")
+QUANTIZATIONS = ("4bit", "8bit")
+
+# The training schedules of the reference configs. On the CPU both tasks use the
+# small-scale schedule of configs/*-{causal,bidirectional}.cfg; on a GPU, that of
+# configs/llama2-7b-qlora-{textcat,ner}.cfg (NER's when the pipeline has a ner).
+CPU_SCHEDULE = {"nlp_batch_size": 32, "max_steps": 150, "eval_frequency": 50, "patience": 0, "warmup_steps": 15}
+GPU_SCHEDULES = {
+    "textcat": {"nlp_batch_size": 64, "words_per_batch": 300, "max_steps": 20000, "eval_frequency": 1000, "patience": 5000, "warmup_steps": 500},
+    "ner": {"nlp_batch_size": 64, "words_per_batch": 400, "max_steps": 5000, "eval_frequency": 500, "patience": 2000, "warmup_steps": 250},
+}
+# The paper trains with lr 1e-4, and 5e-5 for the causal sequence classifier
+# (LS-LLaMA); the CPU configs use ten times these rates for their short runs.
+LEARN_RATES = {("gpu", "causal_textcat"): 0.00005, ("gpu", "other"): 0.0001, ("cpu", "causal_textcat"): 0.0005, ("cpu", "other"): 0.001}
+
+
+def parse_tasks(tasks: str) -> List[str]:
+    names = split_list(tasks)
+    if not names:
+        raise CommandError(f"No tasks given: pass --tasks with one or more of {', '.join(TASKS)}.")
+    unknown = [name for name in names if name not in TASKS]
+    if unknown:
+        raise CommandError(
+            f"Unknown task(s) {', '.join(unknown)}: --tasks takes a comma-separated list of "
+            f"{', '.join(TASKS)}."
+        )
+    if len(set(names)) != len(names):
+        raise CommandError(f"--tasks lists a task twice: {tasks}.")
+    return names
+
+
+def build_config(
+    tasks: Sequence[str],
+    model: str,
+    *,
+    bidirectional: Optional[bool] = None,
+    quantization: Optional[str] = None,
+    gpu: bool = False,
+):
+    """A training config for `tasks` sharing one LlamaTransformer, not yet filled.
+
+    bidirectional: None picks LS-unLLaMA (bidirectional) when there is a ner,
+        LS-LLaMA (causal) otherwise.
+    """
+    from thinc.api import Config
+
+    tasks = parse_tasks(",".join(tasks))
+    if quantization is not None and quantization not in QUANTIZATIONS:
+        raise CommandError(f"Unknown quantization {quantization!r}: use {' or '.join(QUANTIZATIONS)}, or leave it out.")
+    if not model:
+        raise CommandError("--model is empty: pass a hub id or a local folder of a decoder model.")
+    if bidirectional is None:
+        bidirectional = "ner" in tasks
+    device = "gpu" if gpu else "cpu"
+    causal_textcat = not bidirectional and "ner" not in tasks
+    learn_rate = LEARN_RATES[(device, "causal_textcat" if causal_textcat else "other")]
+    schedule = GPU_SCHEDULES["ner" if "ner" in tasks else "textcat"] if gpu else CPU_SCHEDULE
+
+    components: Dict[str, Any] = {"transformer": transformer_component(bidirectional, quantization, gpu)}
+    for task in tasks:
+        components[task] = NER() if task == "ner" else text_classifier(task, bidirectional)
+
+    if gpu:
+        batcher = {
+            "@batchers": "spacy.batch_by_words.v1",
+            "size": schedule["words_per_batch"],
+            "discard_oversize": False,
+            "tolerance": 0.2,
+            "get_length": None,
+        }
+    else:
+        batcher = {"@batchers": "spacy.batch_by_sequence.v1", "size": 8, "get_length": None}
+
+    corpus = {"@readers": "spacy.Corpus.v1", "max_length": 0, "gold_preproc": False, "limit": 0, "augmenter": None}
+    data = {
+        "paths": {"train": None, "dev": None, "model": model, "vectors": None, "init_tok2vec": None},
+        "system": {"gpu_allocator": "pytorch", "seed": 0},
+        "nlp": {
+            "lang": "en",
+            "pipeline": ["transformer", *tasks],
+            "batch_size": schedule["nlp_batch_size"],
+            "disabled": [],
+            "before_creation": None,
+            "after_creation": None,
+            "after_pipeline_creation": None,
+            "tokenizer": {"@tokenizers": "spacy.Tokenizer.v1"},
+        },
+        "components": components,
+        "corpora": {
+            "train": {**corpus, "path": "${paths.train}"},
+            "dev": {**corpus, "path": "${paths.dev}"},
+        },
+        "training": {
+            "seed": "${system.seed}",
+            "gpu_allocator": "${system.gpu_allocator}",
+            "dropout": 0.1,
+            "accumulate_gradient": 1,
+            "patience": schedule["patience"],
+            "max_epochs": 0,
+            "max_steps": schedule["max_steps"],
+            "eval_frequency": schedule["eval_frequency"],
+            "frozen_components": [],
+            "annotating_components": [],
+            "dev_corpus": "corpora.dev",
+            "train_corpus": "corpora.train",
+            "before_to_disk": None,
+            "before_update": None,
+            "batcher": batcher,
+            "logger": {"@loggers": "spacy.ConsoleLogger.v1", "progress_bar": False},
+            "optimizer": {
+                "@optimizers": "Adam.v1",
+                "beta1": 0.9,
+                "beta2": 0.999,
+                "L2_is_weight_decay": True,
+                "L2": 0.01,
+                "grad_clip": 1.0,
+                "use_averages": False,
+                "eps": 1e-8,
+                "learn_rate": {
+                    "@schedules": "warmup_linear.v1",
+                    "warmup_steps": schedule["warmup_steps"],
+                    "total_steps": "${training.max_steps}",
+                    "initial_rate": learn_rate,
+                },
+            },
+            # Filled from the components' default score weights.
+            "score_weights": {},
+        },
+        "pretraining": {},
+        "initialize": {
+            "vectors": "${paths.vectors}",
+            "init_tok2vec": "${paths.init_tok2vec}",
+            "vocab_data": None,
+            "lookups": None,
+            "before_init": None,
+            "after_init": None,
+            "components": {},
+            "tokenizer": {},
+        },
+    }
+    return Config(data)
+
+
+def transformer_component(bidirectional: bool, quantization: Optional[str], gpu: bool) -> Dict[str, Any]:
+    model: Dict[str, Any] = {
+        "@architectures": ARCHITECTURE,
+        "name": "${paths.model}",
+        "revision": None,
+        # bfloat16 weights and compute on a GPU, as the paper; NumPy has no
+        # bfloat16, so CPU runs stay in float32 (hidden states reach spaCy as
+        # float32 either way).
+        "dtype": "bfloat16" if gpu else "float32",
+        "quantization": None,
+        "bidirectional": bidirectional,
+        "attn_implementation": "sdpa",
+        "max_length": None,
+        "gradient_checkpointing": gpu,
+        "mixed_precision": False,
+        "trust_remote_code": False,
+        "get_spans": {"@span_getters": "spacy-transformers.strided_spans.v1", "window": 128, "stride": 96},
+        "lora": {"r": 12, "alpha": 32, "dropout": 0.1, "target_modules": ["q_proj", "v_proj"]},
+        "tokenizer_config": {},
+        "grad_scaler_config": {},
+    }
+    if quantization == "4bit":
+        # QLoRA: NF4 with double quantization; compute in bfloat16 on a GPU, and
+        # in float32 on the CPU (null picks it by device).
+        model["quantization"] = {
+            "bits": 4,
+            "quant_type": "nf4",
+            "double_quant": True,
+            "compute_dtype": "bfloat16" if gpu else None,
+        }
+    elif quantization == "8bit":
+        model["quantization"] = "8bit"
+    return {
+        "factory": "transformer",
+        "max_batch_items": 4096,
+        "set_extra_annotations": {"@annotation_setters": "spacy-transformers.null_annotation_setter.v1"},
+        "model": model,
+    }
+
+
+def listener(pooling: str) -> Dict[str, Any]:
+    return {
+        "@architectures": "spacy-transformers.TransformerListener.v1",
+        "grad_factor": 1.0,
+        "upstream": "*",
+        "pooling": {"@layers": pooling},
+    }
+
+
+def text_classifier(task: str, bidirectional: bool) -> Dict[str, Any]:
+    """LS-LLaMA (causal) classifies from the last token, the only one that has
+    read the whole text; under bidirectional attention (LS-unLLaMA) every token
+    has, and the text is mean-pooled (the reference code's `mean` pooling)."""
+    exclusive = task == "textcat"
+    return {
+        "factory": task,
+        "scorer": {"@scorers": "spacy.textcat_scorer.v2" if exclusive else "spacy.textcat_multilabel_scorer.v2"},
+        "threshold": 0.0 if exclusive else 0.5,
+        "model": {
+            "@architectures": "spacy-lsllama.TextCatReduce.v1",
+            "exclusive_classes": exclusive,
+            "use_reduce_first": False,
+            "use_reduce_last": not bidirectional,
+            "use_reduce_mean": bidirectional,
+            "nO": None,
+            "tok2vec": listener("reduce_mean.v1" if bidirectional else "spacy-lsllama.reduce_last.v1"),
+        },
+    }
+
+
+def NER() -> Dict[str, Any]:
+    """The head labels the first piece of each word, as the paper."""
+    return {
+        "factory": "ner",
+        "incorrect_spans_key": None,
+        "moves": None,
+        "scorer": {"@scorers": "spacy.ner_scorer.v1"},
+        "update_with_oracle_cut_size": 100,
+        "model": {
+            "@architectures": "spacy.TransitionBasedParser.v2",
+            "state_type": "ner",
+            "extra_state_tokens": False,
+            "hidden_width": 64,
+            "maxout_pieces": 2,
+            "use_upper": False,
+            "nO": None,
+            "tok2vec": listener("spacy-lsllama.reduce_first.v1"),
+        },
+    }
+
+
+def fill_config(config):
+    """Fill `config` with spaCy's defaults and validate it, the way
+    `spacy init fill-config` does: build the pipeline (no weights are loaded),
+    build it again from the filled config, and resolve [training]."""
+    from spacy.schemas import ConfigSchemaTraining
+    from spacy.util import load_model_from_config, registry
+
+    try:
+        nlp = load_model_from_config(config, auto_fill=True, validate=True)
+        filled = nlp.config
+        load_model_from_config(filled, auto_fill=False, validate=True)
+        registry.resolve(filled.interpolate()["training"], schema=ConfigSchemaTraining, validate=True)
+    except Exception as error:  # a bug here, not a user error: show what spaCy said
+        raise CommandError(f"The generated config does not validate: {error}") from error
+    return filled
+
+
+def init_config(
+    output: Path,
+    tasks: Sequence[str],
+    model: str,
+    *,
+    bidirectional: Optional[bool] = None,
+    quantization: Optional[str] = None,
+    gpu: bool = False,
+):
+    """Build, fill, validate and write the config; `output` "-" prints it."""
+    config = fill_config(build_config(tasks, model, bidirectional=bidirectional, quantization=quantization, gpu=gpu))
+    if str(output) == "-":
+        print(config.to_str())
+    else:
+        output = Path(output)
+        if output.is_dir():
+            raise CommandError(f"{output} is a directory: give a file name, e.g. {output / 'config.cfg'}.")
+        output.parent.mkdir(parents=True, exist_ok=True)
+        config.to_disk(output)
+    return config
+
+
+@reports_errors
+def init_config_cli(
+    output: Path = typer.Argument(..., help="File to write the config to, or - for stdout.", allow_dash=True),
+    tasks: str = typer.Option(..., "--tasks", "-t", help=f"Comma-separated components to train on the shared transformer: {', '.join(TASKS)}."),
+    model: str = typer.Option(..., "--model", "-m", help="Hub id or local folder of the base decoder (stored as [paths] model)."),
+    bidirectional: Optional[bool] = typer.Option(
+        None,
+        "--bidirectional/--causal",
+        help="Remove the causal mask (LS-unLLaMA) or keep it (LS-LLaMA). Default: bidirectional when the tasks include ner.",
+        show_default=False,
+    ),
+    quantization: Optional[str] = typer.Option(None, "--quantization", "-q", help="Load the base quantized by bitsandbytes: 4bit (QLoRA, NF4) or 8bit."),
+    gpu: bool = typer.Option(False, "--gpu", "-G", help="Train on a GPU: bfloat16, gradient checkpointing and the paper's batch sizes and learning rates."),
+):
+    """Write a complete, validated training config: one LoRA decoder shared by
+    ner, textcat and textcat_multilabel heads, with the paper's defaults
+    (LoRA r=12, alpha=32, dropout 0.1 on q_proj and v_proj)."""
+    config = init_config(output, parse_tasks(tasks), model, bidirectional=bidirectional, quantization=quantization, gpu=gpu)
+    if str(output) != "-":
+        settings = config["components"]["transformer"]["model"]
+        mode = "bidirectional (LS-unLLaMA)" if settings["bidirectional"] else "causal (LS-LLaMA)"
+        msg.good(f"Saved config to {output}")
+        msg.info(f"Pipeline: {', '.join(config['nlp']['pipeline'])}; {mode}; base {model}")
+        msg.text(f"Train with: python -m spacy train {output} --paths.train train.spacy --paths.dev dev.spacy" + (" --gpu-id 0" if gpu else ""))

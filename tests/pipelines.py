@@ -3,6 +3,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Tuple
 
 import numpy
+import pytest
 import spacy
 from spacy.language import Language
 from spacy.training import Example
@@ -100,3 +101,32 @@ def token_vectors(nlp: Language, texts: List[str]) -> List[numpy.ndarray]:
             rows.append(hidden[pieces].mean(axis=0))
         vectors.append(numpy.stack(rows))
     return vectors
+
+
+def write_corpus(path: Path) -> Path:
+    """TRAIN_DATA as a .spacy file, for spacy train and spacy evaluate."""
+    from spacy.tokens import DocBin
+
+    nlp = spacy.blank("en")
+    docs = []
+    for text, annotations in TRAIN_DATA:
+        doc = nlp.make_doc(text)
+        doc.cats = annotations["cats"]
+        doc.ents = [doc.char_span(start, end, label) for start, end, label in annotations["entities"]]
+        docs.append(doc)
+    DocBin(docs=docs).to_disk(path)
+    return path
+
+
+def predictions(nlp: Language, texts: List[str]):
+    """Each text's cats and entity offsets."""
+    return [(doc.cats, [(e.start_char, e.end_char, e.label_) for e in doc.ents]) for doc in nlp.pipe(texts)]
+
+
+def assert_same_predictions(before, after, tolerance: float = 1e-5) -> None:
+    assert len(before) == len(after)
+    for (cats_a, ents_a), (cats_b, ents_b) in zip(before, after):
+        assert cats_a.keys() == cats_b.keys()
+        for label in cats_a:
+            assert cats_a[label] == pytest.approx(cats_b[label], abs=tolerance)
+        assert ents_a == ents_b

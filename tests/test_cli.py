@@ -10,7 +10,7 @@ import spacy
 from thinc.api import Config
 from typer.testing import CliRunner
 
-from pipelines import TRAIN_DATA, decoder_shim, train_pipeline
+from pipelines import assert_same_predictions, decoder_shim, predictions, train_pipeline, write_corpus
 from spacy_lsllama.cli import app
 from spacy_lsllama.cli.info import info
 from spacy_lsllama.cli.init_config import build_config, fill_config
@@ -38,16 +38,8 @@ def run(*args: str) -> subprocess.CompletedProcess:
     return result
 
 
-def predictions(nlp):
-    return [(doc.cats, [(e.start_char, e.end_char, e.label_) for e in doc.ents]) for doc in nlp.pipe(TEXTS)]
 
 
-def assert_same_predictions(before, after):
-    for (cats_a, ents_a), (cats_b, ents_b) in zip(before, after):
-        assert cats_a.keys() == cats_b.keys()
-        for label in cats_a:
-            assert cats_a[label] == pytest.approx(cats_b[label], abs=1e-4)
-        assert ents_a == ents_b
 
 
 @pytest.mark.parametrize("command", [None, "init-config", "merge", "info"])
@@ -105,18 +97,6 @@ def test_init_config_rejects_bad_arguments(tmp_path, args, message):
     assert not (tmp_path / "config.cfg").exists()
 
 
-def write_corpus(path: Path) -> Path:
-    from spacy.tokens import DocBin
-
-    nlp = spacy.blank("en")
-    docs = []
-    for text, annotations in TRAIN_DATA:
-        doc = nlp.make_doc(text)
-        doc.cats = annotations["cats"]
-        doc.ents = [doc.char_span(start, end, label) for start, end, label in annotations["entities"]]
-        docs.append(doc)
-    DocBin(docs=docs).to_disk(path)
-    return path
 
 
 def test_generated_config_passes_debug_config_and_trains_through_spacy(tiny_model_dirs, tmp_path):
@@ -156,23 +136,23 @@ def trained(tiny_model_dirs, tmp_path_factory):
     base = shutil.copytree(tiny_model_dirs["metaspace"], root / "base")
     nlp = train_pipeline(base, bidirectional=True)
     nlp.to_disk(root / "pipeline")
-    return root / "pipeline", base, predictions(nlp)
+    return root / "pipeline", base, predictions(nlp, TEXTS)
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_merged_pipeline_predicts_like_the_adapter_pipeline(tiny_model, tmp_path, bidirectional):
     nlp = train_pipeline(tiny_model, bidirectional=bidirectional)
     nlp.to_disk(tmp_path / "pipeline")
-    before = predictions(nlp)
+    before = predictions(nlp, TEXTS)
     result = invoke("merge", tmp_path / "pipeline", tmp_path / "merged")
     assert result.exit_code == 0, result.output
     merged = spacy.load(tmp_path / "merged")
     assert merged.get_pipe_meta("transformer").factory == FACTORY
     assert decoder_shim(merged).settings.lora is None
     assert not any("lora_" in name for name, _ in decoder_shim(merged).encoder.named_parameters())
-    assert_same_predictions(before, predictions(merged))
+    assert_same_predictions(before, predictions(merged, TEXTS), tolerance=1e-4)
     # Merging never changes the in-process pipeline (whose base may be shared).
-    assert_same_predictions(before, predictions(nlp))
+    assert_same_predictions(before, predictions(nlp, TEXTS), tolerance=1e-4)
 
 
 def test_merged_pipeline_is_self_contained_and_can_be_saved_again(trained, tmp_path, monkeypatch):
@@ -189,11 +169,11 @@ def test_merged_pipeline_is_self_contained_and_can_be_saved_again(trained, tmp_p
     try:
         monkeypatch.chdir(tmp_path / "elsewhere")
         merged = spacy.load("merged")
-        assert_same_predictions(before, predictions(merged))
+        assert_same_predictions(before, predictions(merged, TEXTS), tolerance=1e-4)
         merged.to_disk(tmp_path / "resaved")
     finally:
         shutil.move(hidden_base, str(base))
-    assert_same_predictions(before, predictions(spacy.load(tmp_path / "resaved")))
+    assert_same_predictions(before, predictions(spacy.load(tmp_path / "resaved"), TEXTS), tolerance=1e-4)
 
 
 def test_merge_to_a_hugging_face_folder(trained, tmp_path):
@@ -223,7 +203,7 @@ def test_merge_refuses_a_quantized_base_unless_asked_to_dequantize(trained, tmp_
     assert "quantized" in result.output and "--dequantize" in result.output
     assert not (tmp_path / "merged").exists()
     assert invoke("merge", quantized, tmp_path / "merged", "--dequantize").exit_code == 0
-    assert_same_predictions(before, predictions(spacy.load(tmp_path / "merged")))
+    assert_same_predictions(before, predictions(spacy.load(tmp_path / "merged"), TEXTS), tolerance=1e-4)
 
 
 def test_merge_explains_bad_pipelines_and_arguments(trained, tmp_path):

@@ -9,31 +9,23 @@ import srsly
 
 from spacy_lsllama.loading import BaseModelError
 from spacy_lsllama.serialization import FORMAT, SavedTransformerError
-from pipelines import decoder_shim, train_pipeline
+from pipelines import assert_same_predictions, decoder_shim, predictions, train_pipeline
 
 TEXTS = ["I like London a lot", "Paris is awful, really", "", "A new text about Rome and Berlin"]
 
 
-def predictions(nlp):
-    return [(doc.cats, [(e.start_char, e.end_char, e.label_) for e in doc.ents]) for doc in nlp.pipe(TEXTS)]
 
 
-def assert_same_predictions(before, after):
-    for (cats_a, ents_a), (cats_b, ents_b) in zip(before, after):
-        assert cats_a.keys() == cats_b.keys()
-        for label in cats_a:
-            assert cats_a[label] == pytest.approx(cats_b[label], abs=1e-5)
-        assert ents_a == ents_b
 
 
 @pytest.mark.parametrize("bidirectional", [False, True])
 def test_reloaded_pipeline_predicts_as_before_saving(tiny_model, tmp_path, bidirectional):
     nlp = train_pipeline(tiny_model, bidirectional=bidirectional)
-    before = predictions(nlp)
+    before = predictions(nlp, TEXTS)
     nlp.to_disk(tmp_path / "pipeline")
     reloaded = spacy.load(tmp_path / "pipeline")
     assert decoder_shim(reloaded).settings.bidirectional is bidirectional
-    assert_same_predictions(before, predictions(reloaded))
+    assert_same_predictions(before, predictions(reloaded, TEXTS))
 
 
 def test_saved_transformer_holds_adapters_and_tokenizer_not_base_weights(metaspace_model, tmp_path):
@@ -55,20 +47,20 @@ def test_saved_transformer_holds_adapters_and_tokenizer_not_base_weights(metaspa
 
 def test_full_finetuning_saves_every_weight(metaspace_model, tmp_path):
     nlp = train_pipeline(metaspace_model, lora=None, steps=2)
-    before = predictions(nlp)
+    before = predictions(nlp, TEXTS)
     nlp.to_disk(tmp_path / "pipeline")
     reloaded = spacy.load(tmp_path / "pipeline")
-    assert_same_predictions(before, predictions(reloaded))
+    assert_same_predictions(before, predictions(reloaded, TEXTS))
 
 
 def test_base_location_can_be_overridden_at_load_time(metaspace_model, tmp_path):
     nlp = train_pipeline(metaspace_model)
-    before = predictions(nlp)
+    before = predictions(nlp, TEXTS)
     nlp.to_disk(tmp_path / "pipeline")
     moved = shutil.copytree(metaspace_model, tmp_path / "elsewhere")
     reloaded = spacy.load(tmp_path / "pipeline", config={"components.transformer.model.name": str(moved)})
     assert decoder_shim(reloaded).settings.name == str(moved)
-    assert_same_predictions(before, predictions(reloaded))
+    assert_same_predictions(before, predictions(reloaded, TEXTS))
 
 
 def test_missing_base_model_names_it_and_says_how_to_point_elsewhere(metaspace_model, tmp_path):

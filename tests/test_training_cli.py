@@ -6,24 +6,13 @@ from pathlib import Path
 import pytest
 import spacy
 from safetensors.torch import load_file
-from spacy.tokens import DocBin
 
-from pipelines import TRAIN_DATA, decoder_shim
+from pipelines import decoder_shim, write_corpus
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 pytestmark = pytest.mark.slow
 
 
-def write_corpus(path: Path) -> Path:
-    nlp = spacy.blank("en")
-    docs = []
-    for text, annotations in TRAIN_DATA:
-        doc = nlp.make_doc(text)
-        doc.cats = annotations["cats"]
-        doc.ents = [doc.char_span(start, end, label) for start, end, label in annotations["entities"]]
-        docs.append(doc)
-    DocBin(docs=docs).to_disk(path)
-    return path
 
 
 def spacy_cli(*args: str) -> subprocess.CompletedProcess:

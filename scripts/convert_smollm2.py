@@ -23,14 +23,25 @@ contain the expected word among the top 5, the base model must give the same hid
 states as the causal model's trunk, and the tokenizer must round-trip sample texts.
 The script exits non-zero with a message if any check fails.
 
+With ``--skip-existing`` (and ``--report``) nothing is redone when the report of an
+earlier run records the same inputs (SHA-256 of the GGUF and of this script, and the
+transformers version) and every file it lists is still in the output folder with its
+recorded size. The project's ``convert-model`` command uses it, so that a fresh copy of
+the project pointed at an already converted model (as the end-to-end test does) does
+not convert it again.
+
 Usage:
     python scripts/convert_smollm2.py --output assets/smollm2-135m
+    python scripts/convert_smollm2.py --output assets/smollm2-135m \
+        --report assets/smollm2-135m.check.json --skip-existing
 """
 
 from __future__ import annotations
 
 import json
+import os
 import resource
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -39,7 +50,13 @@ from typing import List, Optional, Tuple
 import typer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a plain script
-from asset_manifest import DEFAULT_PACKAGES_DIR, AssetError, asset_path  # noqa: E402
+from asset_manifest import (  # noqa: E402
+    DEFAULT_PACKAGES_DIR,
+    FILES,
+    AssetError,
+    asset_path,
+    sha256_file,
+)
 
 SPECIAL_TOKEN = "<|im_end|>"  # eos and pad
 
@@ -66,6 +83,33 @@ def _peak_rss_mb() -> float:
 
 class ConversionCheckError(RuntimeError):
     pass
+
+
+def conversion_inputs() -> dict:
+    """What the converted folder depends on: the GGUF, this script and transformers."""
+    import transformers
+
+    return {
+        "gguf_sha256": FILES["smollm2-gguf"].sha256,
+        "script_sha256": sha256_file(Path(__file__)),
+        "transformers": transformers.__version__,
+    }
+
+
+def is_up_to_date(output: Path, report: Path, inputs: dict) -> bool:
+    """True if ``report`` records ``inputs`` and all its files are in ``output``."""
+    try:
+        previous = json.loads(report.read_text(encoding="utf8"))
+    except (OSError, ValueError):
+        return False
+    files = previous.get("files")
+    if previous.get("inputs") != inputs or not isinstance(files, dict) or not files:
+        return False
+    for name, size in files.items():
+        path = output / name
+        if not path.is_file() or path.stat().st_size != size:
+            return False
+    return True
 
 
 def convert(gguf_path: Path, output: Path) -> Tuple[object, object]:
@@ -102,9 +146,17 @@ def convert(gguf_path: Path, output: Path) -> Tuple[object, object]:
     if hasattr(model.config, "_model_name_or_path"):
         del model.config._model_name_or_path
 
+    # Write beside the output and move the files in, each replaced in one step, so a
+    # process still reading (memory-mapping) an earlier conversion keeps its old file.
+    staging = output.with_name(output.name + ".partial")
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir(parents=True)
+    model.save_pretrained(staging, safe_serialization=True)
+    tokenizer.save_pretrained(staging)
     output.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(output, safe_serialization=True)
-    tokenizer.save_pretrained(output)
+    for path in staging.iterdir():
+        os.replace(path, output / path.name)
+    staging.rmdir()
     return model, tokenizer
 
 
@@ -193,6 +245,11 @@ def main(
     report: Optional[Path] = typer.Option(
         None, help="Also write the check results and timings to this JSON file."
     ),
+    skip_existing: bool = typer.Option(
+        False,
+        help="Do nothing if --report records a conversion of the same inputs whose "
+        "files are all still in --output.",
+    ),
 ) -> None:
     """Convert SmolLM2-135M-Instruct from GGUF to a float32 HF folder and check it."""
     start = time.perf_counter()
@@ -201,6 +258,13 @@ def main(
     except AssetError as err:
         typer.echo(f"ERROR: {err}", err=True)
         raise typer.Exit(code=1)
+    inputs = conversion_inputs()
+    if skip_existing:
+        if report is None:
+            raise typer.BadParameter("--skip-existing needs --report")
+        if is_up_to_date(output, report, inputs):
+            typer.echo(f"{output} is up to date (see {report}); nothing to do.")
+            return
     typer.echo(f"Converting {gguf_path} -> {output}")
     model, tokenizer = convert(gguf_path, output)
     convert_seconds = time.perf_counter() - start
@@ -211,6 +275,7 @@ def main(
         raise typer.Exit(code=1)
     results.update(
         gguf_file=gguf_path.name,
+        inputs=inputs,
         output=str(output),
         convert_seconds=round(convert_seconds, 1),
         total_seconds=round(time.perf_counter() - start, 1),

@@ -27,7 +27,7 @@ GPU_SCHEDULES = {
 }
 # The paper trains with lr 1e-4, and 5e-5 for the causal sequence classifier
 # (LS-LLaMA); the CPU configs use ten times these rates for their short runs.
-LEARN_RATES = {("gpu", "causal_textcat"): 0.00005, ("gpu", "other"): 0.0001, ("cpu", "causal_textcat"): 0.0005, ("cpu", "other"): 0.001}
+LEARN_RATES = {("gpu", "causal_textcat"): 0.00005, ("gpu", "other"): 0.0001, ("cpu", "causal_textcat"): 0.0005, ("cpu", "other"): 0.002}
 
 
 def parse_tasks(tasks: str) -> List[str]:

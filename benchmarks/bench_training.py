@@ -11,7 +11,8 @@ PyTorch + peft training step, over the same batches.
 
 Each step is timed for both systems back to back (order alternating); the
 ratio is plain step time / plugin step time (1.0: no overhead); its median
-over the steps is reported.
+over the steps is reported, for wall time and for the process's CPU time
+(less sensitive to other jobs on a shared machine). Raw pairs are kept.
 
     python benchmarks/bench_training.py --batch-sizes 8 --steps 20 \
         --output benchmarks/results/training.json
@@ -104,13 +105,14 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         "batch_sizes": {},
     }
     for batch_size in batch_sizes:
-        plugin_times, plain_times, ratios, widths = [], [], [], []
+        plugin_times, plain_times, ratios, cpu_ratios, widths = [], [], [], [], []
+        pairs = []
         step_batches = list(batches(data, batch_size))[: args.steps + 1]
         for repeat in range(args.repeats):
             for step, batch in enumerate(step_batches):
                 examples = plugin_examples(nlp, batch)
                 order = ("plugin", "plain") if (step + repeat) % 2 == 0 else ("plain", "plugin")
-                times = {}
+                times, cpu_times = {}, {}
                 for system in order:
                     with Timer() as timer:
                         if system == "plugin":
@@ -118,21 +120,36 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                         else:
                             plain.step(batch)
                     times[system] = timer.seconds
+                    cpu_times[system] = timer.cpu_seconds
                 if step == 0:  # warm-up step
                     continue
                 widths.append(int(tokenizer([t for t, _ in batch], padding=True, return_tensors="pt")["input_ids"].shape[1]))
                 plugin_times.append(times["plugin"])
                 plain_times.append(times["plain"])
                 ratios.append(times["plain"] / times["plugin"])
+                cpu_ratios.append(cpu_times["plain"] / cpu_times["plugin"])
+                pairs.append(
+                    {
+                        "width": widths[-1],
+                        "first": order[0],
+                        "plugin_s": times["plugin"],
+                        "plain_s": times["plain"],
+                        "plugin_cpu_s": cpu_times["plugin"],
+                        "plain_cpu_s": cpu_times["plain"],
+                    }
+                )
         entry = {
             "ratio_plain_over_plugin_step_time": summarize(ratios),
+            "ratio_plain_over_plugin_step_cpu_time": summarize(cpu_ratios),
             "plugin_seconds_per_step": summarize(plugin_times),
             "plain_seconds_per_step": summarize(plain_times),
             "mean_padded_width": sum(widths) / len(widths),
+            "steps": pairs,
         }
         result["batch_sizes"][str(batch_size)] = entry
         print(
             f"batch {batch_size}: ratio {entry['ratio_plain_over_plugin_step_time']['median']:.3f} "
+            f"(CPU-time ratio {entry['ratio_plain_over_plugin_step_cpu_time']['median']:.3f}) "
             f"(plugin {entry['plugin_seconds_per_step']['median']:.3f}s, "
             f"plain {entry['plain_seconds_per_step']['median']:.3f}s per step)",
             file=sys.stderr,

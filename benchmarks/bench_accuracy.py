@@ -57,6 +57,7 @@ class System:
     configs: Dict[str, Path]
     base: Optional[str] = None  # a key of base_models(), or None (trained from scratch)
     overrides: Dict[str, Any] = field(default_factory=dict)
+    task_overrides: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     steps_factor: int = 1
 
 
@@ -95,58 +96,32 @@ SYSTEMS: Dict[str, System] = {
 }
 DEFAULT_SYSTEMS = list(SYSTEMS)
 
-# Ablations for the pooling choice (not run by default): spaCy's mean pooling
-# of the pieces of a token (and, for textcat, of the tokens of a doc) in place
-# of the paper's first piece (NER) and last token (textcat).
-SYSTEMS["ls-llama-mean"] = System(
-    "LS-LLaMA, mean pooling",
-    {"textcat": PRODUCT_CONFIGS / "textcat-causal.cfg"},
-    base="smollm2",
-    overrides={
-        "components.transformer.model.bidirectional": False,
+# Ablations for the pooling choice (not run by default). The paper pools the
+# first piece of each word for NER and the last token for textcat; spaCy's
+# transformer configs pool the mean of a word's pieces (and, in textcat, of a
+# doc's tokens). A causal decoder's first piece has not seen the rest of its
+# word, its last piece has.
+MEAN_POOLING = {
+    "ner": {"components.ner.model.tok2vec.pooling": {"@layers": "reduce_mean.v1"}},
+    "textcat": {
         "components.textcat.model.tok2vec.pooling": {"@layers": "reduce_mean.v1"},
         "components.textcat.model.use_reduce_last": False,
         "components.textcat.model.use_reduce_mean": True,
     },
-)
-SYSTEMS["ls-unllama-mean"] = System(
-    "LS-unLLaMA, mean pooling",
-    {"ner": PRODUCT_CONFIGS / "ner-bidirectional.cfg"},
-    base="smollm2",
-    overrides={
-        "components.transformer.model.bidirectional": True,
-        "components.ner.model.tok2vec.pooling": {"@layers": "reduce_mean.v1"},
-    },
-)
-
-
-def base_models(args: argparse.Namespace) -> Dict[str, Path]:
-    return {
-        "smollm2": Path(args.smollm2),
-        "smollm2-hub-layout": Path(args.workdir) / "smollm2-hub-layout",
-        "minilm": Path(args.minilm),
-    }
-
-
-def hub_layout_copy(model: Path, target: Path) -> Path:
-    """SmolLM2's folder as its hub repository lays it out: a GPT-2 byte-level BPE
-    tokenizer with vocab.json and merges.txt beside tokenizer.json. The weights
-    and config are linked, not copied; vocab and merges are read out of
-    tokenizer.json, so both folders tokenize identically."""
-    tokenizer = json.loads((model / "tokenizer.json").read_text(encoding="utf8"))
-    if tokenizer["model"]["type"] != "BPE":
-        raise ValueError(f"{model}: expected a BPE tokenizer.json, got {tokenizer['model']['type']}")
-    target.mkdir(parents=True, exist_ok=True)
-    for path in model.iterdir():
-        if path.name not in ("tokenizer_config.json",) and not (target / path.name).exists():
-            (target / path.name).symlink_to(path.resolve())
-    (target / "vocab.json").write_text(json.dumps(tokenizer["model"]["vocab"]), encoding="utf8")
-    merges = [" ".join(m) if isinstance(m, list) else m for m in tokenizer["model"]["merges"]]
-    (target / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf8")
-    settings = json.loads((model / "tokenizer_config.json").read_text(encoding="utf8"))
-    settings["tokenizer_class"] = "GPT2Tokenizer"
-    (target / "tokenizer_config.json").write_text(json.dumps(settings, indent=2), encoding="utf8")
-    return target
+}
+LAST_PIECE = {"ner": {"components.ner.model.tok2vec.pooling": {"@layers": "spacy-lsllama.reduce_last.v1"}}}
+for name, bidirectional, pooling, title in (
+    ("ls-llama-mean", False, MEAN_POOLING, "LS-LLaMA (causal), mean pooling"),
+    ("ls-unllama-mean", True, MEAN_POOLING, "LS-unLLaMA (bidirectional), mean pooling"),
+    ("ls-llama-last", False, LAST_PIECE, "LS-LLaMA (causal), last piece of each word"),
+):
+    SYSTEMS[name] = System(
+        title,
+        {task: SYSTEMS["ls-llama"].configs[task] for task in pooling},
+        base="smollm2",
+        overrides={"components.transformer.model.bidirectional": bidirectional},
+        task_overrides=pooling,
+    )
 
 
 # --------------------------------------------------------------------------
@@ -201,6 +176,7 @@ def run_one(task: str, name: str, args: argparse.Namespace) -> Dict[str, Any]:
         "system.seed": args.seed,
         **({"paths.model": str(bases[system.base])} if system.base else {}),
         **system.overrides,
+        **system.task_overrides.get(task, {}),
     }
     config = system.configs[task]
     settings = {"config": str(config.relative_to(ROOT)), "overrides": overrides}

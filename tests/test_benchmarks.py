@@ -1,6 +1,6 @@
-"""Smoke tests of the overhead benchmarks in benchmarks/: each script runs on
-the tiny model and a few texts and writes its JSON result. No timing is
-asserted; the real measurements are run on demand (benchmarks/RESULTS.md)."""
+"""Smoke tests of the benchmarks in benchmarks/: each script runs on the tiny
+model and a few texts and writes its result. No timing or score is asserted;
+the real measurements are run on demand (benchmarks/RESULTS.md)."""
 import json
 import sys
 from pathlib import Path
@@ -9,11 +9,12 @@ import pytest
 import spacy
 from spacy.tokens import DocBin
 
-from pipelines import TRAIN_DATA
+from pipelines import TRAIN_DATA, write_corpus
 
 BENCHMARKS = Path(__file__).resolve().parent.parent / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 
+import bench_accuracy  # noqa: E402
 import bench_inference  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_training  # noqa: E402
@@ -77,3 +78,51 @@ def test_memory_benchmark(tiny_args, tmp_path):
     assert result["table"]["float32"]["plugin_training_peak_rss_mb"] > 0
     assert result["disk"]["saved_pipeline_bytes"] > 0
     assert result["disk"]["base_weights_bytes"] > 0
+
+
+def test_accuracy_benchmark_trains_tests_and_records_failures(tiny_model_dirs, tmp_path):
+    """Every system trains with `spacy train` and is scored with `spacy evaluate`;
+    a system that cannot run (here: a missing MiniLM) is recorded as failed
+    with its error, and the others still run."""
+    corpus = tmp_path / "corpus"
+    for task_folder in ("conll2003", "rotten_tomatoes"):
+        (corpus / task_folder).mkdir(parents=True)
+        for split in ("train", "dev", "test"):
+            write_corpus(corpus / task_folder / f"{split}.spacy")
+    output = tmp_path / "results" / "accuracy.json"
+    bench_accuracy.main(
+        ["--corpus", str(corpus), "--smollm2", str(tiny_model_dirs["byte_level"])]
+        + ["--minilm", str(tmp_path / "no-such-model"), "--systems", "spacy-cnn,minilm,ls-unllama"]
+        + ["--max-steps", "2", "--eval-frequency", "1", "--workdir", str(tmp_path / "runs")]
+        + ["--output", str(output)]
+    )
+    results = {(r["task"], r["system"]): r for r in read(output)["results"]}
+    assert len(results) == 6
+    for task in ("ner", "textcat"):
+        failed = results[(task, "minilm")]
+        assert failed["status"] == "failed"
+        assert any("no-such-model" in line for line in failed["error"])
+        for system in ("spacy-cnn", "ls-unllama"):
+            run = results[(task, system)]
+            assert run["status"] == "ok", run.get("error")
+            assert 0 <= run["test"]["f1" if task == "ner" else "accuracy"] <= 100
+            assert run["train"]["peak_rss_mb"] > 0
+            assert 0 < run["parameters"]["trainable"] <= run["parameters"]["total"]
+    lora = results[("textcat", "ls-unllama")]["parameters"]
+    assert lora["trainable"] < lora["total"] / 2  # the base is frozen
+    table = output.with_suffix(".md").read_text(encoding="utf8")
+    assert "LS-unLLaMA" in table and "failed" in table
+
+
+def test_accuracy_benchmark_skips_finished_runs(tiny_model_dirs, tmp_path):
+    corpus = tmp_path / "corpus" / "rotten_tomatoes"
+    corpus.mkdir(parents=True)
+    for split in ("train", "dev", "test"):
+        write_corpus(corpus / f"{split}.spacy")
+    args = ["--corpus", str(tmp_path / "corpus"), "--tasks", "textcat", "--systems", "spacy-cnn"]
+    args += ["--max-steps", "1", "--eval-frequency", "1", "--workdir", str(tmp_path / "runs")]
+    first = bench_accuracy.main(args)["results"][0]
+    again = bench_accuracy.main(args)["results"][0]
+    assert again["train"] == first["train"]  # not retrained
+    changed = bench_accuracy.main(args[:-4] + ["--max-steps", "2"] + args[-4:])["results"][0]
+    assert changed["max_steps"] == 2 and changed["train"] != first["train"]

@@ -98,7 +98,7 @@ def build_config(
             "disabled": [],
             "before_creation": None,
             "after_creation": None,
-            "after_pipeline_creation": None,
+            "after_pipeline_creation": {"@callbacks": "spacy-lsllama.atomic_to_disk.v1"},
             "tokenizer": {"@tokenizers": "spacy.Tokenizer.v1"},
         },
         "components": components,

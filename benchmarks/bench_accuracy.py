@@ -124,6 +124,35 @@ for name, bidirectional, pooling, title in (
     )
 
 
+def base_models(args: argparse.Namespace) -> Dict[str, Path]:
+    return {
+        "smollm2": Path(args.smollm2),
+        "smollm2-hub-layout": Path(args.workdir) / "smollm2-hub-layout",
+        "minilm": Path(args.minilm),
+    }
+
+
+def hub_layout_copy(model: Path, target: Path) -> Path:
+    """SmolLM2's folder as its hub repository lays it out: a GPT-2 byte-level BPE
+    tokenizer with vocab.json and merges.txt beside tokenizer.json. The weights
+    and config are linked, not copied; vocab and merges are read out of
+    tokenizer.json, so both folders tokenize identically."""
+    tokenizer = json.loads((model / "tokenizer.json").read_text(encoding="utf8"))
+    if tokenizer["model"]["type"] != "BPE":
+        raise ValueError(f"{model}: expected a BPE tokenizer.json, got {tokenizer['model']['type']}")
+    target.mkdir(parents=True, exist_ok=True)
+    for path in model.iterdir():
+        if path.name not in ("tokenizer_config.json",) and not (target / path.name).exists():
+            (target / path.name).symlink_to(path.resolve())
+    (target / "vocab.json").write_text(json.dumps(tokenizer["model"]["vocab"]), encoding="utf8")
+    merges = [" ".join(m) if isinstance(m, list) else m for m in tokenizer["model"]["merges"]]
+    (target / "merges.txt").write_text("#version: 0.2\n" + "\n".join(merges) + "\n", encoding="utf8")
+    settings = json.loads((model / "tokenizer_config.json").read_text(encoding="utf8"))
+    settings["tokenizer_class"] = "GPT2Tokenizer"
+    (target / "tokenizer_config.json").write_text(json.dumps(settings, indent=2), encoding="utf8")
+    return target
+
+
 # --------------------------------------------------------------------------
 # One run
 # --------------------------------------------------------------------------

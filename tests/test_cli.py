@@ -78,6 +78,7 @@ def test_init_config_shares_one_transformer_between_tasks():
     assert components["textcat_multilabel"]["model"]["exclusive_classes"] is False
     causal = fill_config(build_config(["ner", "textcat"], "m", bidirectional=False))["components"]
     assert causal["textcat"]["model"]["tok2vec"]["pooling"]["@layers"] == "spacy-lsllama.reduce_last.v1"
+    assert causal["ner"]["model"]["tok2vec"]["pooling"]["@layers"] == "spacy-lsllama.reduce_last.v1"
     assert causal["transformer"]["model"]["bidirectional"] is False
     gpu = fill_config(build_config(["textcat"], "m", gpu=True, quantization="8bit"))["components"]["transformer"]["model"]
     assert (gpu["dtype"], gpu["gradient_checkpointing"], gpu["quantization"]) == ("bfloat16", True, "8bit")

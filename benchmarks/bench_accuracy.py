@@ -362,6 +362,7 @@ def markdown(results: List[Dict[str, Any]], header: Dict[str, Any]) -> str:
             "|---|" + "---:|" * (score_header.count("|") + 4),
         ]
         for r in rows:
+            r = {**r, "title": SYSTEMS[r["system"]].title if r["system"] in SYSTEMS else r["title"]}
             train = r.get("train", {})
             time_text = f"{train['seconds'] / 60:.1f} min" if train else "–"
             memory_text = f"{train['peak_rss_mb'] / 1024:.2f} GB" if train else "–"

@@ -110,6 +110,34 @@ MEAN_POOLING = {
     },
 }
 LAST_PIECE = {"ner": {"components.ner.model.tok2vec.pooling": {"@layers": "spacy-lsllama.reduce_last.v1"}}}
+# The encoder baseline at a higher learning rate, in case spaCy's default 5e-5
+# is too low for 300 steps.
+SYSTEMS["minilm-lr2e-4"] = System(
+    "all-MiniLM-L6-v2, spacy-transformers, full finetuning, learning rate 2e-4",
+    SYSTEMS["minilm"].configs,
+    base="minilm",
+    overrides={"training.optimizer.learn_rate.initial_rate": 2e-4},
+)
+# LS-unLLaMA probes after the tuned encoder beat it on NER: LoRA on every
+# linear layer, and twice the steps.
+SYSTEMS["ls-unllama-all-linear"] = System(
+    "LS-unLLaMA, LoRA on all linear layers",
+    {"ner": PRODUCT_CONFIGS / "ner-bidirectional.cfg"},
+    base="smollm2",
+    overrides={
+        "components.transformer.model.bidirectional": True,
+        "components.transformer.model.lora.target_modules": [
+            "q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj",
+        ],
+    },
+)
+SYSTEMS["ls-unllama-2x-steps"] = System(
+    "LS-unLLaMA, twice the steps",
+    {"ner": PRODUCT_CONFIGS / "ner-bidirectional.cfg"},
+    base="smollm2",
+    overrides={"components.transformer.model.bidirectional": True},
+    steps_factor=2,
+)
 for name, bidirectional, pooling, title in (
     ("ls-llama-mean", False, MEAN_POOLING, "LS-LLaMA (causal), mean pooling"),
     ("ls-unllama-mean", True, MEAN_POOLING, "LS-unLLaMA (bidirectional), mean pooling"),

@@ -414,7 +414,11 @@ def markdown(results: List[Dict[str, Any]], header: Dict[str, Any]) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog="Relative paths are taken from the repository root, where every run starts.",
+    )
     parser.add_argument("--corpus", default=str(ROOT / "corpus" / "benchmark"),
                         help="folder with conll2003/ and rotten_tomatoes/, each train/dev/test.spacy")
     parser.add_argument("--smollm2", default=str(ROOT / "assets" / "smollm2-135m"))

@@ -1,7 +1,7 @@
 """spacy-lsllama: label-supervised decoder LLMs (LS-LLaMA, LS-unLLaMA) for spaCy.
 
 spaCy finds the registered functions (`spacy-lsllama.LlamaTransformer.v1`,
-the pooling layers, the merged transformer factory, the `lsllama` CLI group)
+the pooling layers, the component factories, the `lsllama` CLI group)
 through entry points, so configs work without an import and `spacy package`
 records spacy-lsllama as a requirement. The names below load on first use:
 spaCy loads every CLI plugin at start-up, and importing transformers and peft

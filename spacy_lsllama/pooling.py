@@ -14,6 +14,7 @@ from spacy.ml.models.textcat import resize_and_set_ref, resize_linear_weighted
 from spacy.util import registry
 from thinc.api import Linear, Logistic, Model, Softmax, chain, concatenate, list2ragged, reduce_mean
 from thinc.api import resizable
+from spacy.tokens import Doc
 from thinc.types import Floats2d, Ints1d, Ragged
 
 NEG_VALUE = -5000.0  # the bias of new labels in a resized softmax, as spaCy uses
@@ -39,6 +40,20 @@ def _reduce_to_one_row(name: str, pick_row: Callable[[Ints1d, Ints1d], Ints1d]) 
     return Model(name, forward)
 
 
+def _reduce_mean_of_any_batch() -> Model[Ragged, Floats2d]:
+    """thinc's `reduce_mean`, except for a batch of only empty sequences: thinc
+    returns an array of width 0 for it, where this returns zeros of the input's width."""
+    mean = reduce_mean()
+
+    def forward(model: Model, Xr: Ragged, is_train: bool) -> Tuple[Floats2d, Callable]:
+        if Xr.dataXd.shape[0] > 0:
+            return mean(Xr, is_train)
+        Y = model.ops.alloc2f(len(Xr.lengths), Xr.dataXd.shape[1])
+        return Y, lambda dY: Ragged(model.ops.alloc2f(*Xr.dataXd.shape), Xr.lengths)
+
+    return Model("lsllama-reduce-mean", forward, layers=[mean])
+
+
 @registry.layers("spacy-lsllama.reduce_first.v1")
 def reduce_first() -> Model[Ragged, Floats2d]:
     """The first row of each sequence; zeros for an empty one."""
@@ -49,6 +64,23 @@ def reduce_first() -> Model[Ragged, Floats2d]:
 def reduce_last() -> Model[Ragged, Floats2d]:
     """The last row of each sequence; zeros for an empty one."""
     return _reduce_to_one_row("lsllama-reduce-last", lambda starts, ends: ends - 1)
+
+
+def accept_empty_batches(tok2vec: Model[List[Doc], List[Floats2d]]) -> Model[List[Doc], List[Floats2d]]:
+    """`tok2vec`, except that a batch in which no doc has a token gets zero-row
+    arrays of its width without calling it. spacy-transformers' listener cannot
+    pool such a batch: the transformer produced no output for it."""
+
+    def forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[Floats2d], Callable]:
+        if any(len(doc) for doc in docs):
+            return tok2vec(docs, is_train)
+        width = tok2vec.get_dim("nO")
+        return [model.ops.alloc2f(0, width) for _ in docs], lambda d_arrays: []
+
+    def init(model: Model, X: Optional[List[Doc]] = None, Y=None) -> None:
+        tok2vec.initialize(X=X, Y=Y)
+
+    return Model("lsllama-accept-empty-batches", forward, init=init, layers=[tok2vec])
 
 
 @registry.architectures("spacy-lsllama.TextCatReduce.v1")
@@ -63,7 +95,7 @@ def TextCatReduce(
     """`spacy.TextCatReduce.v1` whose first/last-token pooling accepts empty docs.
 
     An empty doc gets the scores of a zero vector: a valid distribution that
-    sums to 1 for exclusive classes. Max pooling is left out: it has no
+    sums to 1 for exclusive classes, in a batch of only empty docs too. Max pooling is left out: it has no
     meaningful value for an empty doc."""
     reductions: List[Model] = []
     if use_reduce_first:
@@ -71,7 +103,7 @@ def TextCatReduce(
     if use_reduce_last:
         reductions.append(reduce_last())
     if use_reduce_mean:
-        reductions.append(reduce_mean())
+        reductions.append(_reduce_mean_of_any_batch())
     if not reductions:
         raise ValueError("TextCatReduce needs at least one of use_reduce_first, use_reduce_last, use_reduce_mean.")
     width = tok2vec.maybe_get_dim("nO")
@@ -85,7 +117,7 @@ def TextCatReduce(
     resizable_layer = resizable(
         output_layer, resize_layer=partial(resize_linear_weighted, fill_defaults=fill_defaults)
     )
-    layers = [tok2vec, list2ragged(), concatenate(*reductions), resizable_layer]
+    layers = [accept_empty_batches(tok2vec), list2ragged(), concatenate(*reductions), resizable_layer]
     if not exclusive_classes:
         layers.append(Logistic())
     model = chain(*layers)

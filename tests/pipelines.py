@@ -34,7 +34,8 @@ def build_pipeline(name: Path, **settings: Any) -> Language:
     nlp = spacy.blank("en")
     nlp.add_pipe("transformer", config=transformer_config(name, **settings))
     nlp.add_pipe(
-        "textcat",
+        "lsllama_textcat",
+        name="textcat",
         config={
             "model": {
                 "@architectures": "spacy-lsllama.TextCatReduce.v1",

@@ -76,6 +76,8 @@ def test_init_config_shares_one_transformer_between_tasks():
     assert components["ner"]["model"]["tok2vec"]["pooling"]["@layers"] == "spacy-lsllama.reduce_first.v1"
     assert components["textcat"]["model"]["use_reduce_mean"] is True
     assert components["textcat_multilabel"]["model"]["exclusive_classes"] is False
+    assert components["textcat"]["factory"] == "lsllama_textcat"
+    assert components["textcat_multilabel"]["factory"] == "lsllama_textcat_multilabel"
     causal = fill_config(build_config(["ner", "textcat"], "m", bidirectional=False))["components"]
     assert causal["textcat"]["model"]["tok2vec"]["pooling"]["@layers"] == "spacy-lsllama.reduce_last.v1"
     assert causal["ner"]["model"]["tok2vec"]["pooling"]["@layers"] == "spacy-lsllama.reduce_last.v1"

@@ -212,7 +212,7 @@ def text_classifier(task: str, bidirectional: bool) -> Dict[str, Any]:
     has, and the text is mean-pooled (the reference code's `mean` pooling)."""
     exclusive = task == "textcat"
     return {
-        "factory": task,
+        "factory": f"lsllama_{task}",
         "scorer": {"@scorers": "spacy.textcat_scorer.v2" if exclusive else "spacy.textcat_multilabel_scorer.v2"},
         "threshold": 0.0 if exclusive else 0.5,
         "model": {

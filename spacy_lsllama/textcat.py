@@ -1,0 +1,111 @@
+"""`lsllama_textcat` and `lsllama_textcat_multilabel`: spaCy's text classifiers
+that score every doc, the empty ones included.
+
+spaCy's `TextCategorizer.predict` does not call its model on a batch in which
+no doc has a token (`nlp("")`, or `nlp.pipe` over only empty texts): it returns
+all-zero scores, which for exclusive classes is not a distribution. In a batch
+that also holds a non-empty doc, the same empty doc is scored by the model. These
+components always call the model, so a doc gets the same scores whatever batch
+it is in, and exclusive scores always sum to 1. Their model must accept a batch
+of only empty docs, as `spacy-lsllama.TextCatReduce.v1` does.
+
+Everything else (labels, training, scoring, serialization) is spaCy's
+`textcat` / `textcat_multilabel`. The default model is LS-LLaMA's classifier:
+the last token of a causal decoder, read through a `TransformerListener`.
+"""
+from typing import Callable, Iterable, Optional
+
+from spacy.language import Language
+from spacy.pipeline.textcat import TextCategorizer
+from spacy.pipeline.textcat_multilabel import MultiLabel_TextCategorizer
+from spacy.tokens import Doc
+from thinc.api import Config, Model
+from thinc.types import Floats2d
+
+TEXTCAT_FACTORY = "lsllama_textcat"
+TEXTCAT_MULTILABEL_FACTORY = "lsllama_textcat_multilabel"
+
+DEFAULT_MODEL_CONFIG = """
+[model]
+@architectures = "spacy-lsllama.TextCatReduce.v1"
+exclusive_classes = true
+use_reduce_first = false
+use_reduce_last = true
+use_reduce_mean = false
+nO = null
+
+[model.tok2vec]
+@architectures = "spacy-transformers.TransformerListener.v1"
+grad_factor = 1.0
+upstream = "*"
+
+[model.tok2vec.pooling]
+@layers = "spacy-lsllama.reduce_last.v1"
+"""
+DEFAULT_TEXTCAT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
+DEFAULT_TEXTCAT_MULTILABEL_MODEL = Config().from_str(
+    DEFAULT_MODEL_CONFIG.replace("exclusive_classes = true", "exclusive_classes = false")
+)["model"]
+
+
+def _score_every_doc(component: TextCategorizer, docs: Iterable[Doc]) -> Floats2d:
+    return component.model.ops.asarray(component.model.predict(list(docs)))
+
+
+class LSLlamaTextCategorizer(TextCategorizer):
+    """spaCy's exclusive text classifier, scoring empty docs with its model."""
+
+    def predict(self, docs: Iterable[Doc]) -> Floats2d:
+        return _score_every_doc(self, docs)
+
+
+class LSLlamaMultiLabelTextCategorizer(MultiLabel_TextCategorizer):
+    """spaCy's multi-label text classifier, scoring empty docs with its model."""
+
+    def predict(self, docs: Iterable[Doc]) -> Floats2d:
+        return _score_every_doc(self, docs)
+
+
+# spaCy's textcat and textcat_multilabel weights: cats_score (macro F1 for
+# exclusive classes, macro AUC for multi-label) is the one training selects on.
+SCORE_WEIGHTS = {
+    "cats_score": 1.0,
+    **dict.fromkeys(
+        ["cats_score_desc", "cats_micro_p", "cats_micro_r", "cats_micro_f", "cats_macro_p",
+         "cats_macro_r", "cats_macro_f", "cats_macro_auc", "cats_f_per_type"]
+    ),
+}
+
+
+@Language.factory(
+    TEXTCAT_FACTORY,
+    assigns=["doc.cats"],
+    default_config={
+        "threshold": 0.0,
+        "model": DEFAULT_TEXTCAT_MODEL,
+        "scorer": {"@scorers": "spacy.textcat_scorer.v2"},
+    },
+    default_score_weights=SCORE_WEIGHTS,
+)
+def make_textcat(
+    nlp: Language, name: str, model: Model, threshold: float, scorer: Optional[Callable]
+) -> LSLlamaTextCategorizer:
+    """Exclusive classes: each doc's scores sum to 1, empty docs included."""
+    return LSLlamaTextCategorizer(nlp.vocab, model, name, threshold=threshold, scorer=scorer)
+
+
+@Language.factory(
+    TEXTCAT_MULTILABEL_FACTORY,
+    assigns=["doc.cats"],
+    default_config={
+        "threshold": 0.5,
+        "model": DEFAULT_TEXTCAT_MULTILABEL_MODEL,
+        "scorer": {"@scorers": "spacy.textcat_multilabel_scorer.v2"},
+    },
+    default_score_weights=SCORE_WEIGHTS,
+)
+def make_textcat_multilabel(
+    nlp: Language, name: str, model: Model, threshold: float, scorer: Optional[Callable]
+) -> LSLlamaMultiLabelTextCategorizer:
+    """Independent labels, each scored in [0, 1], empty docs included."""
+    return LSLlamaMultiLabelTextCategorizer(nlp.vocab, model, name, threshold=threshold, scorer=scorer)

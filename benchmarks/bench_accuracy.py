@@ -131,6 +131,15 @@ SYSTEMS["ls-unllama-all-linear"] = System(
         ],
     },
 )
+# The learning-rate check for LoRA on all linear layers: half and twice the
+# shipped CPU rate (2e-3).
+for name, rate in (("ls-unllama-all-linear-lr1e-3", 1e-3), ("ls-unllama-all-linear-lr4e-3", 4e-3)):
+    SYSTEMS[name] = System(
+        f"LS-unLLaMA, LoRA on all linear layers, learning rate {rate:g}",
+        SYSTEMS["ls-unllama-all-linear"].configs,
+        base="smollm2",
+        overrides={**SYSTEMS["ls-unllama-all-linear"].overrides, "training.optimizer.learn_rate.initial_rate": rate},
+    )
 SYSTEMS["ls-unllama-2x-steps"] = System(
     "LS-unLLaMA, twice the steps",
     {"ner": PRODUCT_CONFIGS / "ner-bidirectional.cfg"},

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from spacy.training import Example
 
-from pipelines import decoder_shim, train_pipeline
+from pipelines import build_pipeline, decoder_shim, train_examples, train_pipeline
 
 AWKWARD_TEXTS = [
     "",
@@ -71,6 +71,24 @@ def test_examples_without_entity_annotation_still_train(metaspace_model):
     unannotated = [Example.from_dict(nlp.make_doc("Nobody marked the places here"), {"cats": {"POS": 1.0, "NEG": 0.0}})]
     losses = nlp.update(unannotated, sgd=nlp.create_optimizer())
     assert all(numpy.isfinite(loss) for loss in losses.values())
+
+
+def test_labels_that_never_occur_in_training_train_and_predict(metaspace_model):
+    spacy.util.fix_random_seed(0)
+    nlp = build_pipeline(metaspace_model)
+    nlp.get_pipe("textcat").add_label("NEUTRAL")
+    nlp.get_pipe("ner").add_label("ORG")
+    examples = train_examples(nlp)
+    optimizer = nlp.initialize(lambda: examples)
+    for _ in range(3):
+        losses = nlp.update(examples, sgd=optimizer)
+        assert all(numpy.isfinite(loss) for loss in losses.values())
+    adapters = [p for p in decoder_shim(nlp).encoder.parameters() if p.requires_grad]
+    assert all(torch.isfinite(p).all() for p in adapters)
+    doc = nlp("I like London a lot")
+    assert set(doc.cats) == {"POS", "NEG", "NEUTRAL"}
+    assert sum(doc.cats.values()) == pytest.approx(1.0, abs=1e-5)
+    assert {ent.label_ for ent in doc.ents} <= {"LOC", "ORG"}
 
 
 def test_a_nan_gradient_skips_the_update_and_keeps_the_adapters(metaspace_model):

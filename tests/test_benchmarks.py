@@ -126,3 +126,20 @@ def test_accuracy_benchmark_skips_finished_runs(tiny_model_dirs, tmp_path):
     assert again["train"] == first["train"]  # not retrained
     changed = bench_accuracy.main(args[:-4] + ["--max-steps", "2"] + args[-4:])["results"][0]
     assert changed["max_steps"] == 2 and changed["train"] != first["train"]
+
+
+def test_accuracy_output_keeps_the_rows_of_systems_not_run_again(tiny_model_dirs, tmp_path):
+    corpus = tmp_path / "corpus" / "rotten_tomatoes"
+    corpus.mkdir(parents=True)
+    for split in ("train", "dev", "test"):
+        write_corpus(corpus / f"{split}.spacy")
+    output = tmp_path / "accuracy.json"
+    args = ["--corpus", str(tmp_path / "corpus"), "--tasks", "textcat", "--max-steps", "1"]
+    args += ["--eval-frequency", "1", "--workdir", str(tmp_path / "runs"), "--output", str(output)]
+    bench_accuracy.main(args + ["--systems", "spacy-cnn-long"])
+    first = read(output)["results"][0]
+    bench_accuracy.main(args + ["--systems", "spacy-cnn"])
+    results = read(output)["results"]
+    assert [r["system"] for r in results] == ["spacy-cnn", "spacy-cnn-long"]
+    assert results[1] == first
+    assert "spaCy CNN (tok2vec), 10x the steps" in output.with_suffix(".md").read_text(encoding="utf8")

@@ -6,15 +6,16 @@ empty doc in a batch (`nlp.pipe(["", "hello"])` with last-token textcat
 pooling) and for a token with no pieces. These layers give an empty sequence
 a zero vector and no gradient, and behave exactly like thinc's otherwise.
 LS-LLaMA's text classifier pools the last token, so its configs use these.
+`TextCatReduce` also takes a batch in which no doc has a token at all.
 """
 from functools import partial
 from typing import Callable, List, Optional, Tuple
 
 from spacy.ml.models.textcat import resize_and_set_ref, resize_linear_weighted
+from spacy.tokens import Doc
 from spacy.util import registry
 from thinc.api import Linear, Logistic, Model, Softmax, chain, concatenate, list2ragged, reduce_mean
 from thinc.api import resizable
-from spacy.tokens import Doc
 from thinc.types import Floats2d, Ints1d, Ragged
 
 NEG_VALUE = -5000.0  # the bias of new labels in a resized softmax, as spaCy uses
@@ -94,9 +95,9 @@ def TextCatReduce(
 ) -> Model:
     """`spacy.TextCatReduce.v1` whose first/last-token pooling accepts empty docs.
 
-    An empty doc gets the scores of a zero vector: a valid distribution that
-    sums to 1 for exclusive classes, in a batch of only empty docs too. Max pooling is left out: it has no
-    meaningful value for an empty doc."""
+    An empty doc gets the scores of a zero vector, in a batch of only empty
+    docs too: a valid distribution that sums to 1 for exclusive classes. Max
+    pooling is left out: it has no meaningful value for an empty doc."""
     reductions: List[Model] = []
     if use_reduce_first:
         reductions.append(reduce_first())

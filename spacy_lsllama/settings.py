@@ -76,6 +76,9 @@ class LoraSettings:
         return cls(r=r, alpha=float(alpha), dropout=float(dropout), target_modules=tuple(targets))
 
 
+FOUR_BIT_SETTINGS = ("quant_type", "double_quant", "compute_dtype")
+
+
 @dataclass(frozen=True)
 class QuantizationSettings:
     """A bitsandbytes quantized base: 4-bit (NF4/FP4, QLoRA) or 8-bit (LLM.int8)."""
@@ -111,6 +114,12 @@ class QuantizationSettings:
         bits = setting.get("bits")
         if bits not in (4, 8):
             raise SettingsError(f"quantization.bits must be 4 or 8, got {bits!r}.")
+        four_bit_only = sorted(key for key in FOUR_BIT_SETTINGS if setting.get(key) is not None)
+        if bits == 8 and four_bit_only:
+            raise SettingsError(
+                f"quantization.{', quantization.'.join(four_bit_only)} only apply to 4-bit "
+                "quantization; LLM.int8 (bits = 8) has no such setting. Remove them, or set bits = 4."
+            )
         quant_type = setting.get("quant_type", "nf4")
         if quant_type not in QUANT_TYPES:
             raise SettingsError(

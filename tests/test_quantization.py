@@ -154,6 +154,8 @@ def test_a_quantized_base_is_placed_at_load_time_and_never_moved(metaspace_model
         {"bits": 4, "quant_type": "int4"},
         {"bits": 4, "compute_dtype": "float64"},
         {"bits": 4, "quant": "nf4"},
+        {"bits": 8, "compute_dtype": "bfloat16"},
+        {"bits": 8, "quant_type": "fp4"},
     ],
 )
 def test_an_unknown_quantization_fails_at_config_validation(metaspace_model, setting):

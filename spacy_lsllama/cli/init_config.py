@@ -330,7 +330,8 @@ def init_config_cli(
 ):
     """Write a complete, validated training config: one LoRA decoder shared by
     ner, textcat and textcat_multilabel heads, with the paper's defaults
-    (LoRA r=12, alpha=32, dropout 0.1 on q_proj and v_proj)."""
+    (LoRA r=12, alpha=32, dropout 0.1 on q_proj and v_proj). On the CPU, a
+    pipeline with a ner puts LoRA on every linear layer: a small model needs it."""
     config = init_config(output, parse_tasks(tasks), model, bidirectional=bidirectional, quantization=quantization, gpu=gpu)
     if str(output) != "-":
         settings = config["components"]["transformer"]["model"]

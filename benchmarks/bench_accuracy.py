@@ -405,7 +405,8 @@ def markdown(results: List[Dict[str, Any]], header: Dict[str, Any]) -> str:
         "",
         f"{header['date']}, {header['machine']}. Budget: {header['max_steps']} steps of 8 examples"
         f" per task (spacy-cnn-long: 10x), model chosen on dev every {header['eval_frequency']} steps,"
-        f" seed {header['seed']}. Command: `{header['command']}`.",
+        f" seed {header['seed']}. Command: `{header['command']}`."
+        + (" Rows of systems this command did not run are kept from earlier commands." if header["merged"] else ""),
         "",
     ]
     for task, score_header in (("ner", "F1 | P | R"), ("textcat", "accuracy | macro F1")):
@@ -500,6 +501,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         hub_layout_copy(Path(args.smollm2), base_models(args)["smollm2-hub-layout"])
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         results = list(pool.map(lambda run: run_one(*run, args), runs))
+    ran = len(results)
     if args.output:
         results = merge_with_earlier(results, Path(args.output))
     info = machine_info()
@@ -523,6 +525,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
             "eval_frequency": args.eval_frequency,
             "seed": args.seed,
             "command": info["command"],
+            "merged": len(results) > ran,
         }
         Path(args.output).with_suffix(".md").write_text(markdown(results, header), encoding="utf8")
     return report

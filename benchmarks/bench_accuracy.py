@@ -159,6 +159,19 @@ for name, rate in (
             "training.optimizer.learn_rate.initial_rate": rate,
         },
     )
+# Does causal textcat gain from LoRA on every linear layer too? At the shipped
+# textcat rate (5e-4) and half of it.
+for name, rate in (("ls-llama-all-linear", 5e-4), ("ls-llama-all-linear-lr2.5e-4", 2.5e-4)):
+    SYSTEMS[name] = System(
+        f"LS-LLaMA, LoRA on all linear layers, learning rate {rate:g}",
+        {"textcat": PRODUCT_CONFIGS / "textcat-causal.cfg"},
+        base="smollm2",
+        overrides={
+            "components.transformer.model.bidirectional": False,
+            "components.transformer.model.lora.target_modules": ALL_LINEAR,
+            "training.optimizer.learn_rate.initial_rate": rate,
+        },
+    )
 SYSTEMS["ls-unllama-2x-steps"] = System(
     "LS-unLLaMA, the paper's LoRA, twice the steps",
     {"ner": PRODUCT_CONFIGS / "ner-bidirectional.cfg"},

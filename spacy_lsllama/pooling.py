@@ -19,6 +19,8 @@ from thinc.api import resizable
 from thinc.types import Floats2d, Ints1d, Ragged
 
 NEG_VALUE = -5000.0  # the bias of new labels in a resized softmax, as spaCy uses
+# Marks a text classifier model that scores a batch in which no doc has a token.
+SCORES_EMPTY_BATCHES = "lsllama_scores_empty_batches"
 
 
 def _reduce_to_one_row(name: str, pick_row: Callable[[Ints1d, Ints1d], Ints1d]) -> Model[Ragged, Floats2d]:
@@ -126,6 +128,7 @@ def TextCatReduce(
     model.set_ref("output_layer", output_layer)
     model.attrs["resize_output"] = partial(resize_and_set_ref, resizable_layer=resizable_layer)
     model.attrs["multi_label"] = not exclusive_classes
+    model.attrs[SCORES_EMPTY_BATCHES] = True
     if nO is not None:
         model.set_dim("nO", nO)
     return model

@@ -7,7 +7,8 @@ all-zero scores, which for exclusive classes is not a distribution. In a batch
 that also holds a non-empty doc, the same empty doc is scored by the model. These
 components always call the model, so a doc gets the same scores whatever batch
 it is in, and exclusive scores always sum to 1. Their model must accept a batch
-of only empty docs, as `spacy-lsllama.TextCatReduce.v1` does.
+of only empty docs, as `spacy-lsllama.TextCatReduce.v1` does; spaCy's own
+architectures do not, and are refused.
 
 Everything else (labels, training, scoring, serialization) is spaCy's
 `textcat` / `textcat_multilabel`. The default model is LS-LLaMA's classifier:
@@ -21,6 +22,9 @@ from spacy.pipeline.textcat_multilabel import MultiLabel_TextCategorizer
 from spacy.tokens import Doc
 from thinc.api import Config, Model
 from thinc.types import Floats2d
+
+from .pooling import SCORES_EMPTY_BATCHES
+from .settings import SettingsError
 
 TEXTCAT_FACTORY = "lsllama_textcat"
 TEXTCAT_MULTILABEL_FACTORY = "lsllama_textcat_multilabel"
@@ -50,6 +54,19 @@ DEFAULT_TEXTCAT_MULTILABEL_MODEL = Config().from_str(
 
 def _score_every_doc(component: TextCategorizer, docs: Iterable[Doc]) -> Floats2d:
     return component.model.ops.asarray(component.model.predict(list(docs)))
+
+
+def _require_empty_batch_support(factory: str, model: Model) -> None:
+    """spaCy's own text classifier models fail on a batch of only empty docs
+    (spaCy's components never give them one); refuse them when the pipeline is
+    built, not on the first empty text in production."""
+    if not model.attrs.get(SCORES_EMPTY_BATCHES):
+        raise SettingsError(
+            f"{factory} calls its model on every batch, also on one in which no doc has a token "
+            f"(nlp(\"\")), and its model {model.name!r} is not known to handle that. Use "
+            f'@architectures = "spacy-lsllama.TextCatReduce.v1", or, for spaCy\'s own '
+            f'architectures, factory = "{factory.replace("lsllama_", "")}".'
+        )
 
 
 class LSLlamaTextCategorizer(TextCategorizer):
@@ -91,6 +108,7 @@ def make_textcat(
     nlp: Language, name: str, model: Model, threshold: float, scorer: Optional[Callable]
 ) -> LSLlamaTextCategorizer:
     """Exclusive classes: each doc's scores sum to 1, empty docs included."""
+    _require_empty_batch_support(TEXTCAT_FACTORY, model)
     return LSLlamaTextCategorizer(nlp.vocab, model, name, threshold=threshold, scorer=scorer)
 
 
@@ -108,4 +126,5 @@ def make_textcat_multilabel(
     nlp: Language, name: str, model: Model, threshold: float, scorer: Optional[Callable]
 ) -> LSLlamaMultiLabelTextCategorizer:
     """Independent labels, each scored in [0, 1], empty docs included."""
+    _require_empty_batch_support(TEXTCAT_MULTILABEL_FACTORY, model)
     return LSLlamaMultiLabelTextCategorizer(nlp.vocab, model, name, threshold=threshold, scorer=scorer)

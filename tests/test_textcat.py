@@ -7,6 +7,7 @@ from spacy.training import Example
 from thinc.api import Adam
 
 from pipelines import TRAIN_DATA, transformer_config
+from spacy_lsllama.settings import SettingsError
 from spacy_lsllama.textcat import LSLlamaMultiLabelTextCategorizer, LSLlamaTextCategorizer
 
 MULTILABEL_DATA = [
@@ -106,3 +107,17 @@ def test_a_saved_classifier_loads_and_scores_the_same(exclusive, tmp_path):
     assert isinstance(loaded.get_pipe("textcat"), LSLlamaTextCategorizer)
     for text in ("", "Paris is lovely"):
         assert loaded(text).cats == pytest.approx(exclusive(text).cats, abs=1e-6)
+
+
+@pytest.mark.parametrize("factory", ["lsllama_textcat", "lsllama_textcat_multilabel"])
+def test_a_model_that_cannot_score_an_empty_batch_is_refused_when_the_pipeline_is_built(factory):
+    """spaCy's own models crash on a batch of only empty docs, which these components give them."""
+    bag_of_words = {
+        "@architectures": "spacy.TextCatBOW.v3",
+        "exclusive_classes": factory == "lsllama_textcat",
+        "ngram_size": 1,
+        "no_output_layer": False,
+    }
+    nlp = spacy.blank("en")
+    with pytest.raises(SettingsError, match="spacy-lsllama.TextCatReduce.v1"):
+        nlp.add_pipe(factory, config={"model": bag_of_words})

@@ -50,6 +50,8 @@ from typing import Any, Dict, List, Optional
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, machine_info, write_output  # noqa: E402
 
+from spacy_lsllama.cli.init_config import ALL_LINEAR_LORA_TARGETS  # noqa: E402
+
 BENCHMARK_CONFIGS = ROOT / "benchmarks" / "configs"
 PRODUCT_CONFIGS = ROOT / "configs"
 TASK_DATA = {"ner": "conll2003", "textcat": "rotten_tomatoes"}
@@ -74,7 +76,6 @@ PAPER_LORA_NER = {
     "components.transformer.model.lora.target_modules": ["q_proj", "v_proj"],
     "training.optimizer.learn_rate.initial_rate": 2e-3,
 }
-ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 SYSTEMS: Dict[str, System] = {
     "spacy-cnn": System(
@@ -141,37 +142,28 @@ SYSTEMS["minilm-lr2e-4"] = System(
     base="minilm",
     overrides={"training.optimizer.learn_rate.initial_rate": 2e-4},
 )
-# LS-unLLaMA probes after the tuned encoder beat it on NER: LoRA on every
-# linear layer at half, the same and twice the paper setting's rate, and the
-# paper's setting for twice the steps.
-for name, rate in (
-    ("ls-unllama-all-linear-lr1e-3", 1e-3),
-    ("ls-unllama-all-linear", 2e-3),
-    ("ls-unllama-all-linear-lr4e-3", 4e-3),
+# Probes of LoRA on every linear layer. NER (LS-unLLaMA), after the tuned
+# encoder beat the paper's setting: half, the same and twice that setting's
+# rate. Causal textcat (LS-LLaMA), to see if it gains too: the shipped textcat
+# rate and half of it.
+for name, task, config, bidirectional, rate in (
+    ("ls-unllama-all-linear-lr1e-3", "ner", "ner-bidirectional.cfg", True, 1e-3),
+    ("ls-unllama-all-linear", "ner", "ner-bidirectional.cfg", True, 2e-3),
+    ("ls-unllama-all-linear-lr4e-3", "ner", "ner-bidirectional.cfg", True, 4e-3),
+    ("ls-llama-all-linear", "textcat", "textcat-causal.cfg", False, 5e-4),
+    ("ls-llama-all-linear-lr2.5e-4", "textcat", "textcat-causal.cfg", False, 2.5e-4),
 ):
     SYSTEMS[name] = System(
-        f"LS-unLLaMA, LoRA on all linear layers, learning rate {rate:g}",
-        {"ner": PRODUCT_CONFIGS / "ner-bidirectional.cfg"},
+        f"{'LS-unLLaMA' if bidirectional else 'LS-LLaMA'}, LoRA on all linear layers, learning rate {rate:g}",
+        {task: PRODUCT_CONFIGS / config},
         base="smollm2",
         overrides={
-            "components.transformer.model.bidirectional": True,
-            "components.transformer.model.lora.target_modules": ALL_LINEAR,
+            "components.transformer.model.bidirectional": bidirectional,
+            "components.transformer.model.lora.target_modules": ALL_LINEAR_LORA_TARGETS,
             "training.optimizer.learn_rate.initial_rate": rate,
         },
     )
-# Does causal textcat gain from LoRA on every linear layer too? At the shipped
-# textcat rate (5e-4) and half of it.
-for name, rate in (("ls-llama-all-linear", 5e-4), ("ls-llama-all-linear-lr2.5e-4", 2.5e-4)):
-    SYSTEMS[name] = System(
-        f"LS-LLaMA, LoRA on all linear layers, learning rate {rate:g}",
-        {"textcat": PRODUCT_CONFIGS / "textcat-causal.cfg"},
-        base="smollm2",
-        overrides={
-            "components.transformer.model.bidirectional": False,
-            "components.transformer.model.lora.target_modules": ALL_LINEAR,
-            "training.optimizer.learn_rate.initial_rate": rate,
-        },
-    )
+# The paper's setting for twice the steps.
 SYSTEMS["ls-unllama-2x-steps"] = System(
     "LS-unLLaMA, the paper's LoRA, twice the steps",
     {"ner": PRODUCT_CONFIGS / "ner-bidirectional.cfg"},

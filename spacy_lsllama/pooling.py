@@ -9,7 +9,7 @@ LS-LLaMA's text classifier pools the last token, so its configs use these.
 `TextCatReduce` also takes a batch in which no doc has a token at all.
 """
 from functools import partial
-from typing import Callable, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from spacy.ml.models.textcat import resize_and_set_ref, resize_linear_weighted
 from spacy.tokens import Doc
@@ -132,3 +132,29 @@ def TextCatReduce(
     if nO is not None:
         model.set_dim("nO", nO)
     return model
+
+
+def listener_config(pooling: str) -> Dict[str, Any]:
+    """A `TransformerListener` that pools each token's pieces with `pooling`."""
+    return {
+        "@architectures": "spacy-transformers.TransformerListener.v1",
+        "grad_factor": 1.0,
+        "upstream": "*",
+        "pooling": {"@layers": pooling},
+    }
+
+
+def classifier_config(exclusive: bool, bidirectional: bool = False) -> Dict[str, Any]:
+    """The `TextCatReduce` config of an LS-LLaMA text classifier. LS-LLaMA
+    (causal) classifies from the last token, the only one that has read the
+    whole text; under bidirectional attention (LS-unLLaMA) every token has, and
+    the text is mean-pooled (the reference code's `mean` pooling)."""
+    return {
+        "@architectures": "spacy-lsllama.TextCatReduce.v1",
+        "exclusive_classes": exclusive,
+        "use_reduce_first": False,
+        "use_reduce_last": not bidirectional,
+        "use_reduce_mean": bidirectional,
+        "nO": None,
+        "tok2vec": listener_config("reduce_mean.v1" if bidirectional else "spacy-lsllama.reduce_last.v1"),
+    }

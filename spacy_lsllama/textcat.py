@@ -20,36 +20,17 @@ from spacy.language import Language
 from spacy.pipeline.textcat import TextCategorizer
 from spacy.pipeline.textcat_multilabel import MultiLabel_TextCategorizer
 from spacy.tokens import Doc
-from thinc.api import Config, Model
+from thinc.api import Model
 from thinc.types import Floats2d
 
-from .pooling import SCORES_EMPTY_BATCHES
+from .pooling import SCORES_EMPTY_BATCHES, classifier_config
 from .settings import SettingsError
 
 TEXTCAT_FACTORY = "lsllama_textcat"
 TEXTCAT_MULTILABEL_FACTORY = "lsllama_textcat_multilabel"
 
-DEFAULT_MODEL_CONFIG = """
-[model]
-@architectures = "spacy-lsllama.TextCatReduce.v1"
-exclusive_classes = true
-use_reduce_first = false
-use_reduce_last = true
-use_reduce_mean = false
-nO = null
-
-[model.tok2vec]
-@architectures = "spacy-transformers.TransformerListener.v1"
-grad_factor = 1.0
-upstream = "*"
-
-[model.tok2vec.pooling]
-@layers = "spacy-lsllama.reduce_last.v1"
-"""
-DEFAULT_TEXTCAT_MODEL = Config().from_str(DEFAULT_MODEL_CONFIG)["model"]
-DEFAULT_TEXTCAT_MULTILABEL_MODEL = Config().from_str(
-    DEFAULT_MODEL_CONFIG.replace("exclusive_classes = true", "exclusive_classes = false")
-)["model"]
+DEFAULT_TEXTCAT_MODEL = classifier_config(exclusive=True)
+DEFAULT_TEXTCAT_MULTILABEL_MODEL = classifier_config(exclusive=False)
 
 
 def _score_every_doc(component: TextCategorizer, docs: Iterable[Doc]) -> Floats2d:

@@ -221,33 +221,15 @@ def transformer_component(
     }
 
 
-def listener(pooling: str) -> Dict[str, Any]:
-    return {
-        "@architectures": "spacy-transformers.TransformerListener.v1",
-        "grad_factor": 1.0,
-        "upstream": "*",
-        "pooling": {"@layers": pooling},
-    }
-
-
 def text_classifier(task: str, bidirectional: bool) -> Dict[str, Any]:
-    """LS-LLaMA (causal) classifies from the last token, the only one that has
-    read the whole text; under bidirectional attention (LS-unLLaMA) every token
-    has, and the text is mean-pooled (the reference code's `mean` pooling)."""
+    from ..pooling import classifier_config  # imports torch: not at CLI start-up
+
     exclusive = task == "textcat"
     return {
         "factory": f"lsllama_{task}",
         "scorer": {"@scorers": "spacy.textcat_scorer.v2" if exclusive else "spacy.textcat_multilabel_scorer.v2"},
         "threshold": 0.0 if exclusive else 0.5,
-        "model": {
-            "@architectures": "spacy-lsllama.TextCatReduce.v1",
-            "exclusive_classes": exclusive,
-            "use_reduce_first": False,
-            "use_reduce_last": not bidirectional,
-            "use_reduce_mean": bidirectional,
-            "nO": None,
-            "tok2vec": listener("reduce_mean.v1" if bidirectional else "spacy-lsllama.reduce_last.v1"),
-        },
+        "model": classifier_config(exclusive, bidirectional),
     }
 
 
@@ -256,6 +238,8 @@ def NER(bidirectional: bool) -> Dict[str, Any]:
     of each word, as the paper. A causal decoder's first piece has not seen the
     rest of its word; its last piece has, and labels better: CoNLL-2003 test F1
     48.1 with the first piece, 61.5 with the last (benchmarks/RESULTS.md)."""
+    from ..pooling import listener_config  # imports torch: not at CLI start-up
+
     return {
         "factory": "ner",
         "incorrect_spans_key": None,
@@ -270,7 +254,9 @@ def NER(bidirectional: bool) -> Dict[str, Any]:
             "maxout_pieces": 2,
             "use_upper": False,
             "nO": None,
-            "tok2vec": listener("spacy-lsllama.reduce_first.v1" if bidirectional else "spacy-lsllama.reduce_last.v1"),
+            "tok2vec": listener_config(
+                "spacy-lsllama.reduce_first.v1" if bidirectional else "spacy-lsllama.reduce_last.v1"
+            ),
         },
     }
 

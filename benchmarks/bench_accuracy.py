@@ -254,6 +254,20 @@ def run_key(task: str, name: str, settings: Dict[str, Any]) -> str:
     return hashlib.sha256(text.encode("utf8")).hexdigest()[:12]
 
 
+def schedule_overrides(config: Path, max_steps: int) -> Dict[str, Any]:
+    """`training.max_steps`, and the learning-rate schedule's `total_steps`
+    with it when the config gives that as a number (the shipped configs do,
+    so that spaCy can resolve the optimizer without interpolation): otherwise
+    the rate would reach 0 at the config's own step count."""
+    from thinc.api import Config
+
+    overrides: Dict[str, Any] = {"training.max_steps": max_steps}
+    learn_rate = Config().from_disk(config, interpolate=False)["training"]["optimizer"].get("learn_rate")
+    if isinstance(learn_rate, dict) and isinstance(learn_rate.get("total_steps"), int):
+        overrides["training.optimizer.learn_rate.total_steps"] = max_steps
+    return overrides
+
+
 def run_one(task: str, name: str, args: argparse.Namespace) -> Dict[str, Any]:
     system = SYSTEMS[name]
     corpus = Path(args.corpus) / TASK_DATA[task]
@@ -262,7 +276,7 @@ def run_one(task: str, name: str, args: argparse.Namespace) -> Dict[str, Any]:
     overrides: Dict[str, Any] = {
         "paths.train": str(corpus / "train.spacy"),
         "paths.dev": str(corpus / "dev.spacy"),
-        "training.max_steps": max_steps,
+        **schedule_overrides(system.configs[task], max_steps),
         "training.eval_frequency": args.eval_frequency * system.steps_factor,
         "system.seed": args.seed,
         **({"paths.model": str(bases[system.base])} if system.base else {}),

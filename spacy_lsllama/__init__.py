@@ -14,6 +14,7 @@ __version__ = "0.1.0"
 
 _EXPORTS = {
     "LlamaTransformer": "architectures",
+    "Tok2VecLlamaTransformer": "tok2vec",
     "TextCatReduce": "pooling",
     "reduce_first": "pooling",
     "reduce_last": "pooling",

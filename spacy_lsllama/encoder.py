@@ -1,7 +1,14 @@
 """The PyTorch module that thinc wraps: piece rows in, float32 hidden states out."""
+import warnings
+from typing import Iterator, Tuple
+
 import torch
 
 from .attention import model_attention_mask
+
+
+class LongSpanWarning(UserWarning):
+    """A span is longer than the decoder reads in one pass; it runs in windows."""
 
 
 class SpanEncoder(torch.nn.Module):
@@ -9,16 +16,24 @@ class SpanEncoder(torch.nn.Module):
 
     - Position ids count from 0 in every row, as right padding requires.
     - Rows longer than `max_length` are cut into consecutive windows that run
-      as separate rows and are stitched back, so no piece is ever dropped.
+      as separate rows and are stitched back, so no piece is ever dropped; a
+      window does not see the windows before it, which `LongSpanWarning` says.
+    - Rows (or windows) run in decoder calls of at most `max_batch_pieces`
+      padded pieces each (one row at least), longest first and each call
+      padded only to its own longest row: the peak memory of a call does not
+      grow with the number or length of the docs in a batch.
     - The final hidden states leave as float32 whatever the compute dtype
       (NumPy and CuPy have no bfloat16); autograd casts the gradients back.
     """
 
-    def __init__(self, transformer: torch.nn.Module, *, bidirectional: bool, max_length: int):
+    def __init__(
+        self, transformer: torch.nn.Module, *, bidirectional: bool, max_length: int, max_batch_pieces: int
+    ):
         super().__init__()
         self.transformer = transformer
         self.bidirectional = bidirectional
         self.max_length = max_length
+        self.max_batch_pieces = max_batch_pieces
 
     @property
     def hidden_dtype(self) -> torch.dtype:
@@ -26,18 +41,31 @@ class SpanEncoder(torch.nn.Module):
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         n_rows, length = input_ids.shape
-        if length <= self.max_length:
-            return self._encode(input_ids, attention_mask)
+        if length > self.max_length:
+            warnings.warn(
+                f"A span of {length} pieces is longer than max_length ({self.max_length}, the model's "
+                "positions unless set): it runs as consecutive windows, and no piece sees the text of "
+                "the windows before its own. A causal classifier's last token then reads only the "
+                "last window. Use shorter spans (get_spans) or split such docs.",
+                LongSpanWarning,
+                stacklevel=2,
+            )
         n_windows = -(-length // self.max_length)
-        padding = n_windows * self.max_length - length
-        window_ids = torch.nn.functional.pad(input_ids, (0, padding)).reshape(-1, self.max_length)
-        window_mask = torch.nn.functional.pad(attention_mask, (0, padding)).reshape(-1, self.max_length)
-        used = window_mask.any(dim=1).nonzero().squeeze(1)
-        hidden = self._encode(window_ids[used], window_mask[used])
-        width = hidden.shape[-1]
-        stitched = hidden.new_zeros((window_ids.shape[0], self.max_length, width))
-        stitched = stitched.index_copy(0, used, hidden)
-        return stitched.reshape(n_rows, n_windows * self.max_length, width)[:, :length]
+        window = min(length, self.max_length)
+        padding = n_windows * window - length
+        window_ids = torch.nn.functional.pad(input_ids, (0, padding)).reshape(-1, window)
+        window_mask = torch.nn.functional.pad(attention_mask, (0, padding)).reshape(-1, window)
+        calls = list(_calls(window_mask.sum(dim=1).long(), self.max_batch_pieces))
+        hidden = [
+            torch.nn.functional.pad(
+                self._encode(window_ids[rows, :longest], window_mask[rows, :longest]), (0, 0, 0, window - longest)
+            )
+            for rows, longest in calls
+        ]
+        order = torch.cat([rows for rows, _ in calls])
+        stitched = hidden[0].new_zeros((window_ids.shape[0], window, hidden[0].shape[-1]))
+        stitched = stitched.index_copy(0, order, torch.cat(hidden))
+        return stitched.reshape(n_rows, n_windows * window, -1)[:, :length]
 
     def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         # Padding is masked, so its ids only need to exist in the embedding table.
@@ -60,3 +88,18 @@ class SpanEncoder(torch.nn.Module):
             return_dict=True,
         )
         return output.last_hidden_state.float()
+
+
+def _calls(lengths: torch.Tensor, max_pieces: int) -> Iterator[Tuple[torch.Tensor, int]]:
+    """Group rows into decoder calls of at most `max_pieces` padded pieces,
+    longest rows first; yields each call's row indices and longest length.
+    Rows of only padding are left out (their vectors stay zero)."""
+    order = torch.argsort(lengths, descending=True, stable=True).tolist()
+    used = [row for row in order if int(lengths[row]) > 0] or order[:1]
+    start = 0
+    while start < len(used):
+        longest = max(1, int(lengths[used[start]]))
+        count = max(1, max_pieces // longest)
+        rows = used[start : start + count]
+        yield torch.tensor(rows, dtype=torch.long, device=lengths.device), longest
+        start += count

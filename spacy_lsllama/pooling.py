@@ -7,6 +7,10 @@ pooling) and for a token with no pieces. These layers give an empty sequence
 a zero vector and no gradient, and behave exactly like thinc's otherwise.
 LS-LLaMA's text classifier pools the last token, so its configs use these.
 `TextCatReduce` also takes a batch in which no doc has a token at all.
+
+Every forward and init function here is a module-level function, never a
+closure: pipelines are pickled to reach worker processes (`nlp.pipe(n_process=...)`
+under spawn, joblib, Ray), and closures cannot be pickled.
 """
 from functools import partial
 from typing import Any, Callable, Dict, List, Optional, Tuple
@@ -23,67 +27,75 @@ NEG_VALUE = -5000.0  # the bias of new labels in a resized softmax, as spaCy use
 SCORES_EMPTY_BATCHES = "lsllama_scores_empty_batches"
 
 
-def _reduce_to_one_row(name: str, pick_row: Callable[[Ints1d, Ints1d], Ints1d]) -> Model[Ragged, Floats2d]:
-    def forward(model: Model, Xr: Ragged, is_train: bool) -> Tuple[Floats2d, Callable]:
-        xp = model.ops.xp
-        lengths = model.ops.asarray1i(Xr.lengths)
-        ends = xp.cumsum(lengths)
-        present = xp.nonzero(lengths > 0)[0]
-        rows = pick_row(ends - lengths, ends)[present]
-        Y = model.ops.alloc2f(len(lengths), Xr.dataXd.shape[1])
-        Y[present] = Xr.dataXd[rows]
+def _no_init(model: Model, X=None, Y=None) -> None:
+    """An explicit empty init: without one thinc stores `partial(empty_init,
+    model)` on the model, a reference cycle."""
 
-        def backprop(dY: Floats2d) -> Ragged:
-            dX = model.ops.alloc2f(*Xr.dataXd.shape)
-            dX[rows] = dY[present]
-            return Ragged(dX, Xr.lengths)
 
-        return Y, backprop
+def _reduce_to_one_row(model: Model[Ragged, Floats2d], Xr: Ragged, is_train: bool) -> Tuple[Floats2d, Callable]:
+    """The first or last row (`model.attrs["row"]`) of each sequence."""
+    xp = model.ops.xp
+    lengths = model.ops.asarray1i(Xr.lengths)
+    ends = xp.cumsum(lengths)
+    present = xp.nonzero(lengths > 0)[0]
+    rows = (ends - lengths if model.attrs["row"] == "first" else ends - 1)[present]
+    Y = model.ops.alloc2f(len(lengths), Xr.dataXd.shape[1])
+    Y[present] = Xr.dataXd[rows]
 
-    return Model(name, forward)
+    def backprop(dY: Floats2d) -> Ragged:
+        dX = model.ops.alloc2f(*Xr.dataXd.shape)
+        dX[rows] = dY[present]
+        return Ragged(dX, Xr.lengths)
+
+    return Y, backprop
 
 
 def _reduce_mean_of_any_batch() -> Model[Ragged, Floats2d]:
     """thinc's `reduce_mean`, except for a batch of only empty sequences: thinc
     returns an array of width 0 for it, where this returns zeros of the input's width."""
-    mean = reduce_mean()
+    return Model("lsllama-reduce-mean", _reduce_mean_forward, init=_no_init, layers=[reduce_mean()])
 
-    def forward(model: Model, Xr: Ragged, is_train: bool) -> Tuple[Floats2d, Callable]:
-        if Xr.dataXd.shape[0] > 0:
-            return mean(Xr, is_train)
-        Y = model.ops.alloc2f(len(Xr.lengths), Xr.dataXd.shape[1])
-        return Y, lambda dY: Ragged(model.ops.alloc2f(*Xr.dataXd.shape), Xr.lengths)
 
-    return Model("lsllama-reduce-mean", forward, layers=[mean])
+def _reduce_mean_forward(model: Model[Ragged, Floats2d], Xr: Ragged, is_train: bool) -> Tuple[Floats2d, Callable]:
+    if Xr.dataXd.shape[0] > 0:
+        return model.layers[0](Xr, is_train)
+    Y = model.ops.alloc2f(len(Xr.lengths), Xr.dataXd.shape[1])
+    return Y, lambda dY: Ragged(model.ops.alloc2f(*Xr.dataXd.shape), Xr.lengths)
 
 
 @registry.layers("spacy-lsllama.reduce_first.v1")
 def reduce_first() -> Model[Ragged, Floats2d]:
     """The first row of each sequence; zeros for an empty one."""
-    return _reduce_to_one_row("lsllama-reduce-first", lambda starts, ends: starts)
+    return Model("lsllama-reduce-first", _reduce_to_one_row, init=_no_init, attrs={"row": "first"})
 
 
 @registry.layers("spacy-lsllama.reduce_last.v1")
 def reduce_last() -> Model[Ragged, Floats2d]:
     """The last row of each sequence; zeros for an empty one."""
-    return _reduce_to_one_row("lsllama-reduce-last", lambda starts, ends: ends - 1)
+    return Model("lsllama-reduce-last", _reduce_to_one_row, init=_no_init, attrs={"row": "last"})
 
 
 def accept_empty_batches(tok2vec: Model[List[Doc], List[Floats2d]]) -> Model[List[Doc], List[Floats2d]]:
     """`tok2vec`, except that a batch in which no doc has a token gets zero-row
     arrays of its width without calling it. spacy-transformers' listener cannot
     pool such a batch: the transformer produced no output for it."""
+    return Model("lsllama-accept-empty-batches", _accept_empty_forward, init=_accept_empty_init, layers=[tok2vec])
 
-    def forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[Floats2d], Callable]:
-        if any(len(doc) for doc in docs):
-            return tok2vec(docs, is_train)
-        width = tok2vec.get_dim("nO")
-        return [model.ops.alloc2f(0, width) for _ in docs], lambda d_arrays: []
 
-    def init(model: Model, X: Optional[List[Doc]] = None, Y=None) -> None:
-        tok2vec.initialize(X=X, Y=Y)
+def _accept_empty_forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[List[Floats2d], Callable]:
+    tok2vec = model.layers[0]
+    if any(len(doc) for doc in docs):
+        return tok2vec(docs, is_train)
+    width = tok2vec.get_dim("nO")
+    return [model.ops.alloc2f(0, width) for _ in docs], _no_gradient_to_docs
 
-    return Model("lsllama-accept-empty-batches", forward, init=init, layers=[tok2vec])
+
+def _accept_empty_init(model: Model, X: Optional[List[Doc]] = None, Y=None) -> None:
+    model.layers[0].initialize(X=X, Y=Y)
+
+
+def _no_gradient_to_docs(d_arrays: List[Floats2d]) -> List[Doc]:
+    return []
 
 
 @registry.architectures("spacy-lsllama.TextCatReduce.v1")

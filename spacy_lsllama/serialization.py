@@ -7,18 +7,25 @@ full-precision model. A LlamaTransformer instead saves:
   finetuning), as safetensors, never pickle;
 - the tokenizer files, as `save_pretrained` writes them;
 - its settings;
-- a reference to the base model: name, revision and a fingerprint of its config.
+- a reference to the base model: name, revision, whether it was a local folder
+  or a hub id, and its identity (config fields and weights, see identity.py),
+  plus the config hash of spacy-lsllama 0.1.0, so that 0.1.0 can still load it.
 `spacy.load` rebuilds the base from the reference and attaches the adapters.
+
+Everything read back is data: safetensors, msgpack and tokenizer files, which
+are rebuilt with remote code off and without any .py file among them.
 """
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict
+from typing import Any, Dict, Optional
 
 import srsly
 import torch
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
+
+from .identity import BaseIdentity
 
 FORMAT = "spacy-lsllama.LlamaTransformer/1"
 # msgpack stores a bin object in at most 2**32 - 1 bytes.
@@ -31,9 +38,14 @@ class SavedTransformerError(ValueError):
 
 @dataclass
 class BaseReference:
+    """What a saved pipeline records about its base. Pipelines saved by 0.1.0
+    have neither `identity` nor `source`."""
+
     name: str
     revision: Any
-    fingerprint: str
+    fingerprint: str  # spacy-lsllama 0.1.0's hash of config.to_dict()
+    identity: Optional[BaseIdentity] = None
+    source: Optional[str] = None  # identity.FOLDER or identity.HUB
 
 
 @dataclass
@@ -51,12 +63,17 @@ def tokenizer_to_files(tokenizer) -> Dict[str, bytes]:
 
 
 def tokenizer_from_files(files: Dict[str, bytes]):
+    """The tokenizer, rebuilt from its saved files as data only: Python files
+    among them are not written, and transformers is told not to run code from
+    the folder (nor to ask whether it may)."""
     from transformers import AutoTokenizer
 
     with tempfile.TemporaryDirectory() as folder:
         for name, content in files.items():
-            (Path(folder) / Path(name).name).write_bytes(content)
-        return AutoTokenizer.from_pretrained(folder)
+            path = Path(folder) / Path(name).name
+            if path.suffix != ".py":
+                path.write_bytes(content)
+        return AutoTokenizer.from_pretrained(folder, trust_remote_code=False, local_files_only=True)
 
 
 def weights_to_bytes(weights: Dict[str, torch.Tensor]) -> bytes:
@@ -70,15 +87,30 @@ def weights_to_bytes(weights: Dict[str, torch.Tensor]) -> bytes:
     return data
 
 
+def base_to_dict(base: BaseReference) -> Dict[str, Any]:
+    data: Dict[str, Any] = {"name": base.name, "revision": base.revision, "fingerprint": base.fingerprint}
+    if base.identity is not None:
+        data["identity"] = base.identity.to_dict()
+        data["source"] = base.source
+    return data
+
+
+def base_from_dict(data: Dict[str, Any]) -> BaseReference:
+    identity = data.get("identity")
+    return BaseReference(
+        name=data["name"],
+        revision=data["revision"],
+        fingerprint=data["fingerprint"],
+        identity=None if identity is None else BaseIdentity.from_dict(identity),
+        source=data.get("source"),
+    )
+
+
 def dump_saved_transformer(saved: SavedTransformer) -> bytes:
     message = {
         "format": FORMAT,
         "settings": saved.settings,
-        "base": {
-            "name": saved.base.name,
-            "revision": saved.base.revision,
-            "fingerprint": saved.base.fingerprint,
-        },
+        "base": base_to_dict(saved.base),
         "tokenizer": saved.tokenizer_files,
         "weights": weights_to_bytes(saved.weights),
     }
@@ -102,10 +134,9 @@ def load_saved_transformer(data: bytes) -> SavedTransformer:
         )
     try:
         weights = load_safetensors(message["weights"])
-        base = message["base"]
         return SavedTransformer(
             settings=message["settings"],
-            base=BaseReference(base["name"], base["revision"], base["fingerprint"]),
+            base=base_from_dict(message["base"]),
             tokenizer_files=message["tokenizer"],
             weights=weights,
         )

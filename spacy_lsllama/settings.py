@@ -23,7 +23,11 @@ QUANT_TYPES = ("nf4", "fp4")
 DEFAULT_LORA_R = 12
 DEFAULT_LORA_ALPHA = 32
 DEFAULT_LORA_DROPOUT = 0.1
-DEFAULT_LORA_TARGETS = ("q_proj", "v_proj")
+# null: the family's default targets, resolved when the model loads
+# (lora_targets.py): q_proj and v_proj on LLaMA, the paper's.
+DEFAULT_LORA_TARGETS = None
+# Every linear layer of the decoder blocks, resolved when the model loads.
+ALL_LINEAR = "all-linear"
 
 
 class SettingsError(ValueError):
@@ -32,12 +36,16 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class LoraSettings:
-    """The LoRA adapters trained on top of the frozen base (peft `LoraConfig`)."""
+    """The LoRA adapters trained on top of the frozen base (peft `LoraConfig`).
+
+    target_modules: layer names; None for the family's default targets;
+    or ALL_LINEAR. The symbols are resolved to names when the model loads
+    (lora_targets.resolve_targets), and a loaded model's settings hold names."""
 
     r: int = DEFAULT_LORA_R
     alpha: float = DEFAULT_LORA_ALPHA
     dropout: float = DEFAULT_LORA_DROPOUT
-    target_modules: Tuple[str, ...] = DEFAULT_LORA_TARGETS
+    target_modules: Union[None, str, Tuple[str, ...]] = DEFAULT_LORA_TARGETS
 
     @classmethod
     def from_section(cls, section: Optional[Dict[str, Any]]) -> Optional["LoraSettings"]:
@@ -59,21 +67,30 @@ class LoraSettings:
         r = section.get("r", defaults.r)
         alpha = section.get("alpha", defaults.alpha)
         dropout = section.get("dropout", defaults.dropout)
-        targets = section.get("target_modules", defaults.target_modules)
-        if isinstance(targets, str):
-            targets = (targets,)
+        targets = _target_setting(section.get("target_modules", defaults.target_modules))
         if not isinstance(r, int) or r < 1:
             raise SettingsError(f"lora.r must be a positive integer, got {r!r}.")
         if not isinstance(alpha, (int, float)) or alpha <= 0:
             raise SettingsError(f"lora.alpha must be a positive number, got {alpha!r}.")
         if not isinstance(dropout, (int, float)) or not 0.0 <= dropout < 1.0:
             raise SettingsError(f"lora.dropout must be in [0, 1), got {dropout!r}.")
-        if not targets or not all(isinstance(t, str) and t for t in targets):
-            raise SettingsError(
-                "lora.target_modules must be a non-empty list of module names, "
-                f'e.g. ["q_proj", "v_proj"]; got {targets!r}.'
-            )
-        return cls(r=r, alpha=float(alpha), dropout=float(dropout), target_modules=tuple(targets))
+        return cls(r=r, alpha=float(alpha), dropout=float(dropout), target_modules=targets)
+
+
+def _target_setting(targets: Any) -> Union[None, str, Tuple[str, ...]]:
+    """`lora.target_modules` as LoraSettings holds it: None, ALL_LINEAR, or a
+    tuple of names (a single name may be given as a string)."""
+    if targets is None or targets == ALL_LINEAR:
+        return targets
+    if isinstance(targets, str):
+        targets = (targets,)
+    if not targets or not isinstance(targets, (list, tuple)) or not all(isinstance(t, str) and t for t in targets):
+        raise SettingsError(
+            "lora.target_modules must be a non-empty list of module names "
+            f'(e.g. ["q_proj", "v_proj"]), null for the family\'s default targets, or "{ALL_LINEAR}"; '
+            f"got {targets!r}."
+        )
+    return tuple(targets)
 
 
 FOUR_BIT_SETTINGS = ("quant_type", "double_quant", "compute_dtype")
@@ -150,7 +167,9 @@ class LlamaSettings:
     dtype: str = "float32"
     quantization: Optional[QuantizationSettings] = None
     bidirectional: bool = False
-    attn_implementation: str = "sdpa"
+    # None: sdpa, or eager where sdpa drops a feature of the model's attention
+    # (families.attention_implementation); resolved when the model loads.
+    attn_implementation: Optional[str] = None
     max_length: Optional[int] = None
     gradient_checkpointing: bool = False
     trust_remote_code: bool = False
@@ -163,10 +182,10 @@ class LlamaSettings:
             raise SettingsError(
                 f"Unknown dtype {self.dtype!r}: use one of {sorted(DTYPES)}."
             )
-        if self.attn_implementation not in ATTENTION_IMPLEMENTATIONS:
+        if self.attn_implementation is not None and self.attn_implementation not in ATTENTION_IMPLEMENTATIONS:
             raise SettingsError(
                 f"Unknown attn_implementation {self.attn_implementation!r}: use one of "
-                f"{ATTENTION_IMPLEMENTATIONS}."
+                f"{ATTENTION_IMPLEMENTATIONS}, or null for the model's best."
             )
         if self.bidirectional and self.attn_implementation == "flash_attention_2":
             raise SettingsError(
@@ -194,7 +213,7 @@ class LlamaSettings:
         lora = data.pop("lora")
         quantization = data.pop("quantization")
         return cls(
-            lora=None if lora is None else LoraSettings(**{**lora, "target_modules": tuple(lora["target_modules"])}),
+            lora=None if lora is None else LoraSettings(**{**lora, "target_modules": _target_setting(lora["target_modules"])}),
             quantization=None if quantization is None else QuantizationSettings(**quantization),
             **data,
         )

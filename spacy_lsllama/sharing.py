@@ -7,9 +7,13 @@ its adapters, attention mode and gradient checkpointing stay its own: the
 second tree is built on the meta device, which allocates nothing, and then
 adopts the first tree's parameters and buffers.
 
-Bases are shared only when nothing about them can differ: same location and
-revision, same config fingerprint, dtype, attention implementation and device,
-LoRA training and no quantization; `share_base = false` opts out. The registry
+Bases are shared only when nothing about them can differ: the same resolved
+location (absolute folder path, or hub id and revision), the same identity
+(config fields and weights, read from the files each time a pipeline loads,
+see identity.py), dtype, attention implementation and device, LoRA training
+and no quantization; `share_base = false` opts out. So two folders that the
+same relative name points to from two working directories never share, and a
+folder whose weight files were replaced is loaded again. The registry
 holds weak references, so a base is freed when the last pipeline using it goes
 away.
 """
@@ -18,17 +22,22 @@ from dataclasses import dataclass
 from typing import Dict, Optional, Tuple
 
 import torch
-from transformers import AutoModel, PretrainedConfig, PreTrainedModel
+from transformers import PretrainedConfig, PreTrainedModel
 
+from .families import decoder_on_meta
+from .identity import IdentifiedBase
 from .settings import LlamaSettings
 
-SharingKey = Tuple[str, Optional[str], str, str, str, str]
+SharingKey = Tuple[str, str, Optional[str], str, str, str, str]
 
 
 class SharedBase:
     """The weight tensors of a loaded base, kept alive by the pipelines using it."""
 
     def __init__(self, model: PreTrainedModel):
+        # The class the first load gave (a Gemma-3 text checkpoint's decoder
+        # comes out of its causal LM): every tree on these tensors has it.
+        self.model_class = type(model)
         self.parameters: Dict[str, torch.nn.Parameter] = dict(model.named_parameters(remove_duplicate=False))
         self.buffers: Dict[str, torch.Tensor] = dict(model.named_buffers(remove_duplicate=False))
 
@@ -37,12 +46,21 @@ _REGISTRY: "weakref.WeakValueDictionary[SharingKey, SharedBase]" = weakref.WeakV
 
 
 def sharing_key(
-    settings: LlamaSettings, fingerprint: str, device: torch.device
+    settings: LlamaSettings, base: IdentifiedBase, device: torch.device
 ) -> Optional[SharingKey]:
     """The identity of a shareable base, or None when it must not be shared."""
     if not settings.share_base or settings.lora is None or settings.quantization is not None:
         return None
-    return (settings.name, settings.revision, fingerprint, settings.dtype, settings.attn_implementation, str(device))
+    location = base.location
+    return (
+        location.kind,
+        location.where,
+        location.revision,
+        base.identity.digest,
+        settings.dtype,
+        settings.attn_implementation,
+        str(device),
+    )
 
 
 @dataclass
@@ -56,13 +74,15 @@ def find_shared_base(key: SharingKey, settings: LlamaSettings, config: Pretraine
     shared = _REGISTRY.get(key)
     if shared is None:
         return None
-    with torch.device("meta"):
-        model = AutoModel.from_config(
-            config,
-            torch_dtype=settings.torch_dtype,
-            attn_implementation=settings.attn_implementation,
-            trust_remote_code=settings.trust_remote_code,
-        )
+    model = decoder_on_meta(
+        config,
+        shared.model_class,
+        torch_dtype=settings.torch_dtype,
+        attn_implementation=settings.attn_implementation,
+        trust_remote_code=settings.trust_remote_code,
+    )
+    if model is None:
+        return None
     for name, parameter in shared.parameters.items():
         _adopt(model, name, parameter, "_parameters")
     for name, buffer in shared.buffers.items():

@@ -1,23 +1,29 @@
 """The thinc shim that owns the decoder, its tokenizer and their saved form."""
 import logging
-from typing import Dict, Optional, cast
+import threading
+from dataclasses import replace
+from typing import Any, Callable, Dict, Optional, Tuple, cast
 
 import torch
-from thinc.api import get_torch_default_device, torch2xp, xp2torch
+from thinc.api import ArgsKwargs, get_torch_default_device, torch2xp, xp2torch
 from thinc.shims import PyTorchGradScaler, PyTorchShim
 from thinc.types import FloatsXd
 from transformers import PreTrainedTokenizerBase
 
 from .encoder import SpanEncoder
+from .families import attention_implementation
+from .identity import IdentifiedBase
 from .loading import (
     BaseModelError,
     add_adapters,
-    config_fingerprint,
+    base_reference,
     finish_tokenizer,
+    identify_base,
     load_base_config,
     load_base_model,
+    load_saved_base_config,
     load_tokenizer,
-    where_to_point,
+    trust_at_load_time,
 )
 from .serialization import (
     BaseReference,
@@ -28,9 +34,17 @@ from .serialization import (
     tokenizer_to_files,
 )
 from .settings import LlamaSettings, SettingsError
+from .lora_targets import with_resolved_targets
 from .sharing import SharedBase, find_shared_base, register_base, sharing_key
+from .verification import verify_attention
 
 logger = logging.getLogger("spacy_lsllama")
+
+# transformers builds models inside process-wide contexts (patched init
+# functions, the meta device for shared bases): two threads building models at
+# once corrupt each other's weights and leave the process unable to load any
+# model. Every base, shared tree and adapter set is built under this lock.
+_BUILDING = threading.RLock()
 
 
 class LlamaShim(PyTorchShim):
@@ -40,6 +54,11 @@ class LlamaShim(PyTorchShim):
     base and fresh adapters for training, `from_bytes` builds the base from its
     reference and attaches saved adapters. Either way the base is placed on
     its device while loading, never moved with `.to()` afterwards.
+
+    The module stays in eval mode except inside a training step (from
+    `begin_update` until its backprop has run), so inference never switches
+    modes and threads can share a pipeline. Pickling saves the shim as
+    `to_bytes` does and rebuilds it on unpickling (worker processes).
     """
 
     def __init__(
@@ -48,12 +67,15 @@ class LlamaShim(PyTorchShim):
         *,
         mixed_precision: bool = False,
         grad_scaler: Optional[PyTorchGradScaler] = None,
+        max_batch_pieces: int = 4096,
     ):
         super().__init__(torch.nn.Module(), mixed_precision=mixed_precision, grad_scaler=grad_scaler)
         self.settings = settings
+        self.max_batch_pieces = max_batch_pieces
         self.tokenizer: Optional[PreTrainedTokenizerBase] = None
         self.base_reference: Optional[BaseReference] = None
         self._shared_base: Optional[SharedBase] = None
+        self._width: Optional[int] = None
 
     @property
     def is_loaded(self) -> bool:
@@ -74,7 +96,12 @@ class LlamaShim(PyTorchShim):
 
     @property
     def hidden_size(self) -> int:
-        return self.encoder.transformer.config.hidden_size
+        """The width of the vectors the decoder outputs, measured when it was
+        loaded: OPT-350m's is narrower than its hidden_size, and multimodal
+        configs (Gemma-3 4B) keep hidden_size in their text_config."""
+        self.loaded_tokenizer()
+        assert self._width is not None
+        return self._width
 
     def load_pretrained(self) -> None:
         """Load the base and add fresh adapters, for training."""
@@ -84,14 +111,40 @@ class LlamaShim(PyTorchShim):
                 "which needs a CUDA GPU: set it to false on the CPU (dtype = \"bfloat16\" "
                 "also lowers memory there)."
             )
+        if self.settings.lora is None and self.settings.dtype != "float32":
+            raise SettingsError(
+                f"Full finetuning (lora = null) needs dtype = \"float32\", not {self.settings.dtype!r}: "
+                "thinc's optimizer updates the weights in float32 and they would be rounded back "
+                f"into {self.settings.dtype}, where small updates vanish (there is no float32 master "
+                "copy). Train LoRA adapters (a lora section), which stay float32 on a low-precision "
+                "base, or set dtype = \"float32\"."
+            )
         config = load_base_config(self.settings)
         tokenizer = load_tokenizer(self.settings, config)
         self._build(config, tokenizer)
 
     def _build(self, config, tokenizer: PreTrainedTokenizerBase) -> None:
+        with _BUILDING:
+            self._build_unlocked(config, tokenizer)
+
+    def _build_unlocked(self, config, tokenizer: PreTrainedTokenizerBase) -> None:
         device = get_torch_default_device()
-        fingerprint = config_fingerprint(config)
-        base = self._load_or_share_base(config, fingerprint, device)
+        identified = identify_base(self.settings)
+        implementation = attention_implementation(self.settings.attn_implementation, config)
+        self.settings = replace(self.settings, attn_implementation=implementation)
+        self._shared_base = None
+        base = self._load_or_share_base(config, identified, device)
+        # The probe runs on the base through the path every batch takes.
+        probe = SpanEncoder(
+            base,
+            bidirectional=self.settings.bidirectional,
+            max_length=tokenizer.model_max_length,
+            max_batch_pieces=self.max_batch_pieces,
+        )
+        self._width = verify_attention(
+            base, probe._encode, bidirectional=self.settings.bidirectional, cache_key=self._shared_base
+        )
+        self.settings = with_resolved_targets(self.settings, base)
         transformer = add_adapters(
             base,
             self.settings.lora,
@@ -102,15 +155,17 @@ class LlamaShim(PyTorchShim):
             transformer,
             bidirectional=self.settings.bidirectional,
             max_length=tokenizer.model_max_length,
+            max_batch_pieces=self.max_batch_pieces,
         )
+        self._model.eval()
         self._grad_scaler.to_(device)
         self.tokenizer = tokenizer
-        self.base_reference = BaseReference(self.settings.name, self.settings.revision, fingerprint)
+        self.base_reference = base_reference(self.settings, identified, config)
 
-    def _load_or_share_base(self, config, fingerprint: str, device: torch.device):
+    def _load_or_share_base(self, config, identified: IdentifiedBase, device: torch.device):
         """Reuse the weights of an identical base another pipeline has loaded
         (see sharing.py); otherwise load it and offer it for sharing."""
-        key = sharing_key(self.settings, fingerprint, device)
+        key = sharing_key(self.settings, identified, device)
         if key is None:
             return load_base_model(self.settings, config, device)
         found = find_shared_base(key, self.settings, config)
@@ -143,15 +198,7 @@ class LlamaShim(PyTorchShim):
     def from_bytes(self, bytes_data: bytes) -> "LlamaShim":
         saved = load_saved_transformer(bytes_data)
         self.settings = self.settings_for_loading(LlamaSettings.from_dict(saved.settings))
-        config = load_base_config(self.settings)
-        fingerprint = config_fingerprint(config)
-        if fingerprint != saved.base.fingerprint:
-            raise BaseModelError(
-                f"The base model at {self.settings.name!r} is not the one this pipeline was "
-                f"trained on ({saved.base.name!r}, revision {saved.base.revision!r}): their "
-                f"configs differ (fingerprint {fingerprint[:12]} != {saved.base.fingerprint[:12]}).\n"
-                + where_to_point(saved.base.name)
-            )
+        config = load_saved_base_config(self.settings, saved.base)
         tokenizer = finish_tokenizer(tokenizer_from_files(saved.tokenizer_files), self.settings, config)
         self._build(config, tokenizer)
         self._load_trainable_weights(saved.weights)
@@ -173,7 +220,7 @@ class LlamaShim(PyTorchShim):
             attn_implementation=current.attn_implementation,
             max_length=saved.max_length,
             gradient_checkpointing=current.gradient_checkpointing,
-            trust_remote_code=current.trust_remote_code,
+            trust_remote_code=trust_at_load_time(current),
             share_base=current.share_base,
         )
 
@@ -197,6 +244,29 @@ class LlamaShim(PyTorchShim):
                         f"expects {tuple(parameter.shape)}."
                     )
                 parameter.copy_(saved.to(device=parameter.device, dtype=parameter.dtype))
+
+    def predict(self, inputs: ArgsKwargs) -> Any:
+        """The forward pass without gradients. Unlike thinc's PyTorchShim, it
+        does not switch the module to eval and back to train around the call:
+        a thread finishing its batch would turn dropout on under another
+        thread's forward pass."""
+        if self._model.training:  # a training step whose backprop never ran
+            self._model.eval()
+        with torch.no_grad(), torch.autocast(device_type="cuda", enabled=self._mixed_precision):
+            return self._model(*inputs.args, **inputs.kwargs)
+
+    def begin_update(self, inputs: ArgsKwargs) -> Tuple[Any, Callable]:
+        """A training forward pass (dropout on); the module returns to eval
+        mode once its backprop has run."""
+        output, backprop = super().begin_update(inputs)
+
+        def backprop_then_eval(d_output: Any) -> Any:
+            try:
+                return backprop(d_output)
+            finally:
+                self._model.eval()
+
+        return output, backprop_then_eval
 
     def finish_update(self, optimizer) -> None:
         """Update the parameters that received gradients (LoRA adapters, or
@@ -226,9 +296,44 @@ class LlamaShim(PyTorchShim):
         self._grad_scaler.update()
 
     def to_device(self, device_type: str, device_id: int) -> None:
+        """Move the decoder. A base shared with other pipelines is first
+        given tensors of its own: moving shared parameters in place would move
+        the other pipelines' base away from their adapters."""
         if self.settings.quantization is not None and self.is_loaded:
             raise ValueError(
                 "A quantized base is placed on its device while loading and cannot be "
                 "moved: select the GPU before loading the pipeline (spacy.require_gpu())."
             )
+        if self._shared_base is not None:
+            self._unshare_base()
         super().to_device(device_type, device_id)
+
+    def _unshare_base(self) -> None:
+        """Give this pipeline's module tree parameter and buffer objects of its
+        own (still viewing the same memory until moved), so in-place changes
+        of device or dtype stay in this pipeline."""
+        shared_ids = {id(tensor) for tensor in self._shared_base.parameters.values()}
+        shared_ids |= {id(tensor) for tensor in self._shared_base.buffers.values()}
+        for module in self._model.modules():
+            for name, parameter in list(module._parameters.items()):
+                if parameter is not None and id(parameter) in shared_ids:
+                    module._parameters[name] = torch.nn.Parameter(parameter.data, requires_grad=parameter.requires_grad)
+            for name, buffer in list(module._buffers.items()):
+                if buffer is not None and id(buffer) in shared_ids:
+                    module._buffers[name] = buffer.clone()
+        self._shared_base = None
+
+    def __getstate__(self) -> Dict[str, Any]:
+        """The picklable state: settings and options as they are, the decoder
+        in its saved form (adapters, tokenizer, base reference)."""
+        state = dict(self.__dict__)
+        state["_saved_decoder"] = self.to_bytes() if self.is_loaded else None
+        state.update(_model=None, tokenizer=None, base_reference=None, _shared_base=None)
+        return state
+
+    def __setstate__(self, state: Dict[str, Any]) -> None:
+        saved_decoder = state.pop("_saved_decoder")
+        self.__dict__.update(state)
+        self._model = torch.nn.Module()
+        if saved_decoder is not None:
+            self.from_bytes(saved_decoder)

@@ -17,7 +17,7 @@ TRAIN_DATA: List[Tuple[str, Dict[str, Any]]] = [
 
 
 def transformer_config(name: Path, **settings: Any) -> Dict[str, Any]:
-    return {"model": {"@architectures": "spacy-lsllama.LlamaTransformer.v1", "name": str(name), **settings}}
+    return {"model": {"@architectures": "spacy-lsllama.LlamaTransformer.v2", "name": str(name), **settings}}
 
 
 def listener(pooling: str) -> Dict[str, Any]:
@@ -122,6 +122,18 @@ def write_corpus(path: Path) -> Path:
 def predictions(nlp: Language, texts: List[str]):
     """Each text's cats and entity offsets."""
     return [(doc.cats, [(e.start_char, e.end_char, e.label_) for e in doc.ents]) for doc in nlp.pipe(texts)]
+
+
+def largest_cats_difference(before: List[Dict[str, float]], after: List[Dict[str, float]]) -> float:
+    """The largest absolute difference between two runs' `doc.cats`, label by
+    label; the docs and their labels must match."""
+    assert len(before) == len(after), "the runs scored different numbers of docs"
+    largest = 0.0
+    for cats_a, cats_b in zip(before, after):
+        assert cats_a.keys() == cats_b.keys(), (sorted(cats_a), sorted(cats_b))
+        for label in cats_a:
+            largest = max(largest, abs(cats_a[label] - cats_b[label]))
+    return largest
 
 
 def assert_same_predictions(before, after, tolerance: float = 1e-5) -> None:

@@ -1,9 +1,10 @@
-"""spacy-lsllama.LlamaTransformer.v1 as the model of the transformer component."""
+"""spacy-lsllama.LlamaTransformer.v2 (and v1) as the model of the transformer component."""
 import pytest
 import spacy
 import torch
 from spacy.training import Example
 
+from spacy_lsllama.pooling import classifier_config
 from pipelines import build_pipeline, decoder_shim, listener, train_examples, train_pipeline, transformer_config
 
 
@@ -117,12 +118,81 @@ def test_a_long_document_gives_every_token_pieces(metaspace_model):
     assert sum(doc.cats.values()) == pytest.approx(1.0, abs=1e-5)
 
 
-@pytest.mark.parametrize("settings", [{"dtype": "bfloat16"}, {"dtype": "float16"}, {"dtype": "float16", "lora": None}])
-def test_low_precision_weights_train_with_spacys_optimizer(metaspace_model, settings):
-    nlp = train_pipeline(metaspace_model, steps=2, **settings)
+@pytest.mark.parametrize("dtype", ["bfloat16", "float16"])
+def test_adapters_on_a_low_precision_base_train_in_float32(metaspace_model, dtype):
+    """peft keeps LoRA weights float32 on a bfloat16/float16 base, so thinc's
+    float32 updates are never rounded away (full finetuning in low precision
+    is refused: tests/test_shim.py)."""
+    nlp = build_pipeline(metaspace_model, dtype=dtype)
+    examples = train_examples(nlp)
+    optimizer = nlp.initialize(lambda: examples)
+    transformer = decoder_shim(nlp).encoder.transformer
+    adapters = {name: p for name, p in transformer.named_parameters() if p.requires_grad}
+    assert adapters and all(p.dtype == torch.float32 for p in adapters.values())
+    before = {name: p.detach().clone() for name, p in adapters.items()}
+    for _ in range(2):
+        nlp.update(examples, sgd=optimizer)
+    assert all(not torch.equal(before[name], p) for name, p in adapters.items() if "lora_B" in name)
     assert sum(nlp("I like London").cats.values()) == pytest.approx(1.0, abs=1e-3)
 
 
 def test_mixed_precision_on_the_cpu_is_refused_with_a_reason(metaspace_model):
     with pytest.raises(ValueError, match="mixed_precision = true .* CUDA GPU"):
         train_pipeline(metaspace_model, steps=1, mixed_precision=True)
+
+
+# Long docs -------------------------------------------------------------------
+
+FILLER = " ".join(["The plot follows a family that moves to a small town by the sea."] * 25)  # ~350 tokens
+
+
+def textcat_pipeline(model_dir, architecture="spacy-lsllama.LlamaTransformer.v2", **settings):
+    nlp = spacy.blank("en")
+    nlp.add_pipe("transformer", config={"model": {"@architectures": architecture, "name": str(model_dir), **settings}})
+    nlp.add_pipe("lsllama_textcat", name="textcat", config={"model": classifier_config(True, settings.get("bidirectional", False))})
+    return nlp
+
+
+def trained_on_first_words(nlp, steps):
+    data = [(f"{word} {FILLER}", label) for word, label in [("Wonderful", "POS"), ("Terrible", "NEG")] * 2]
+    examples = [
+        Example.from_dict(nlp.make_doc(text), {"cats": {"POS": float(label == "POS"), "NEG": float(label == "NEG")}})
+        for text, label in data
+    ]
+    spacy.util.fix_random_seed(0)
+    optimizer = nlp.initialize(lambda: examples)
+    for _ in range(steps):
+        nlp.update(examples, sgd=optimizer)
+    return nlp
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_the_classifier_reads_a_long_doc_from_its_first_sentence(metaspace_model, bidirectional):
+    """Two reviews longer than any v1 window, differing only in their first
+    sentence: v1's strided windows gave a causal classifier's last token only
+    the last 128 tokens, so both got bit-identical scores."""
+    nlp = trained_on_first_words(textcat_pipeline(metaspace_model, bidirectional=bidirectional), steps=1)
+    good, bad = nlp(f"Wonderful, moving, brilliant. {FILLER}"), nlp(f"Terrible, boring, awful. {FILLER}")
+    assert len(good) > 300
+    assert abs(good.cats["POS"] - bad.cats["POS"]) > 1e-6
+
+
+def test_v1_keeps_its_strided_windows(metaspace_model):
+    nlp = trained_on_first_words(textcat_pipeline(metaspace_model, "spacy-lsllama.LlamaTransformer.v1"), steps=1)
+    good, bad = nlp(f"Wonderful, moving, brilliant. {FILLER}"), nlp(f"Terrible, boring, awful. {FILLER}")
+    assert good.cats == bad.cats
+
+
+def test_a_doc_is_classified_by_decisive_words_at_its_start(metaspace_model):
+    nlp = trained_on_first_words(textcat_pipeline(metaspace_model), steps=25)
+    assert nlp(f"Wonderful {FILLER}").cats["POS"] > 0.5 > nlp(f"Terrible {FILLER}").cats["POS"]
+
+
+def test_ner_on_a_long_doc_does_not_depend_on_the_call_size(metaspace_model):
+    strided = {"@span_getters": "spacy-transformers.strided_spans.v1", "window": 32, "stride": 24}
+    nlp = train_pipeline(metaspace_model, steps=3, bidirectional=True, get_spans=strided, max_batch_pieces=128)
+    text = " ".join(["I like London a lot and Paris is awful, really."] * 2000)
+    capped = nlp(text)
+    nlp.get_pipe("transformer").model.layers[0].shims[0].encoder.max_batch_pieces = 10**9
+    whole = nlp(text)
+    assert [(e.start, e.end, e.label_) for e in capped.ents] == [(e.start, e.end, e.label_) for e in whole.ents]

@@ -17,6 +17,7 @@ sys.path.insert(0, str(BENCHMARKS))
 import bench_accuracy  # noqa: E402
 import bench_inference  # noqa: E402
 import bench_memory  # noqa: E402
+import bench_ner_heads  # noqa: E402
 import bench_training  # noqa: E402
 
 
@@ -143,3 +144,37 @@ def test_accuracy_output_keeps_the_rows_of_systems_not_run_again(tiny_model_dirs
     assert [r["system"] for r in results] == ["spacy-cnn", "spacy-cnn-long"]
     assert results[1] == first
     assert "spaCy CNN (tok2vec), 10x the steps" in output.with_suffix(".md").read_text(encoding="utf8")
+
+
+def test_accuracy_runs_end_the_schedule_with_their_step_budget():
+    """The shipped configs give total_steps as a literal: a run with another
+    budget overrides it together with max_steps."""
+    shipped = bench_accuracy.schedule_overrides(bench_accuracy.PRODUCT_CONFIGS / "ner-bidirectional.cfg", 300)
+    assert shipped == {"training.max_steps": 300, "training.optimizer.learn_rate.total_steps": 300}
+    cnn = bench_accuracy.schedule_overrides(bench_accuracy.BENCHMARK_CONFIGS / "cnn-ner.cfg", 300)
+    assert cnn == {"training.max_steps": 300}
+
+
+def test_ner_heads_benchmark_trains_packages_and_times_both_heads(tiny_model_dirs, tmp_path):
+    """Both heads train with `spacy train`, are scored with `spacy evaluate`
+    (per type too), are packaged with `spacy package`, and the packaged
+    pipelines are timed side by side."""
+    corpus = tmp_path / "conll2003"
+    corpus.mkdir()
+    for split in ("train", "dev", "test"):
+        write_corpus(corpus / f"{split}.spacy")
+    output = tmp_path / "results" / "ner_heads.json"
+    bench_ner_heads.main(
+        ["--smollm2", str(tiny_model_dirs["metaspace"]), "--corpus-2k", str(corpus), "--systems", "transition,linear"]
+        + ["--max-steps", "2", "--speed-texts", "3", "--speed-repeats", "1", "--workdir", str(tmp_path / "runs")]
+        + ["--output", str(output)]
+    )
+    block = read(output)["settings"]["2k"]
+    assert [r["system"] for r in block["results"]] == ["transition", "linear"]
+    for run in block["results"]:
+        assert run["status"] == "ok", run.get("error")
+        assert 0 <= run["test"]["f1"] <= 100 and "LOC" in run["test"]["per_type_f1"]
+        assert run["train"]["seconds"] > 0 and Path(run["package"]["pipeline"]).is_dir()
+        assert block["speed"][run["system"]]["ner_words_per_second"] > 0
+    assert block["speed"]["linear"]["pipeline_speed_vs_transition"] > 0
+    assert "linear tagger" in output.with_suffix(".md").read_text(encoding="utf8")

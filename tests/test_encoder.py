@@ -3,6 +3,7 @@ import numpy
 import pytest
 import torch
 
+from spacy_lsllama.encoder import LongSpanWarning
 from pipelines import decoder_shim, token_vectors, transformer_only
 
 SHORT = "The cat sat."
@@ -64,3 +65,46 @@ def test_hidden_states_leave_as_float32_and_gradients_flow_in_compute_dtype(meta
     assert seen == [torch.bfloat16]
     doc = nlp(SHORT)
     assert doc._.trf_data.model_output.last_hidden_state.dtype == numpy.float32
+
+
+# Long docs: bounded decoder calls -------------------------------------------
+
+WORDS = "the river ran past Berlin and Paris while people in Rome slept".split()
+
+
+def long_text(n_words: int, offset: int = 0) -> str:
+    return " ".join(WORDS[(i + offset) % len(WORDS)] for i in range(n_words))
+
+
+def record_call_sizes(nlp):
+    sizes = []
+    transformer = decoder_shim(nlp).encoder.transformer
+    hook = transformer.register_forward_pre_hook(lambda module, args, kwargs: sizes.append(kwargs["input_ids"].numel()), with_kwargs=True)
+    return sizes, hook
+
+
+@pytest.mark.parametrize("bidirectional", [False, True])
+def test_a_long_doc_runs_in_calls_of_bounded_size_and_every_token_gets_a_vector(metaspace_model, bidirectional):
+    nlp = transformer_only(metaspace_model, bidirectional=bidirectional, max_length=64, max_batch_pieces=256)
+    sizes, hook = record_call_sizes(nlp)
+    doc = nlp(long_text(20_000))
+    hook.remove()
+    assert len(sizes) > 10 and max(sizes) <= 256
+    data = doc._.trf_data
+    assert all(length > 0 for length in data.align.lengths[[not token.is_space for token in doc]])
+
+
+def test_calls_of_any_size_give_the_same_vectors(metaspace_model):
+    text = long_text(600)
+    vectors = {}
+    for cap in (64, 100, 100_000):
+        nlp = transformer_only(metaspace_model, bidirectional=True, max_length=64, max_batch_pieces=cap)
+        (vectors[cap],) = token_vectors(nlp, [text])
+    numpy.testing.assert_allclose(vectors[64], vectors[100_000], atol=1e-5)
+    numpy.testing.assert_allclose(vectors[100], vectors[100_000], atol=1e-5)
+
+
+def test_a_span_longer_than_max_length_is_reported(metaspace_model):
+    nlp = transformer_only(metaspace_model, max_length=16)
+    with pytest.warns(LongSpanWarning, match="max_length"):
+        nlp(long_text(40))

@@ -147,7 +147,7 @@ def test_packaged_pipelines_load_and_predict(project, tmp_path):
         packages / f"en_lsllama_textcat-{version}" / "dist" / f"en_lsllama_textcat-{version}.tar.gz",
         tmp_path / "textcat",
     )
-    assert textcat.pipe_names == ["transformer", "textcat"]
+    assert textcat.pipe_names == ["transformer", "textcat", "doc_cleaner"]
     assert "spacy-lsllama" in " ".join(textcat.meta["requirements"])
     docs = list(textcat.pipe(["A gorgeous, witty, seductive movie.", "Dull and lifeless."]))
     for doc in docs:
@@ -158,7 +158,7 @@ def test_packaged_pipelines_load_and_predict(project, tmp_path):
         packages / f"en_lsllama_ner-{version}" / "dist" / f"en_lsllama_ner-{version}.tar.gz",
         tmp_path / "ner",
     )
-    assert ner.pipe_names == ["transformer", "ner"]
+    assert ner.pipe_names == ["transformer", "ner", "doc_cleaner"]
     assert ner.config["components"]["transformer"]["model"]["bidirectional"] is True
     assert set(ner.get_pipe("ner").labels) <= NER_LABELS
     assert ner.get_pipe("ner").labels

@@ -1,8 +1,11 @@
 """Pipelines on the same base share one copy of its frozen weights."""
 import gc
+import os
+import shutil
 
 import pytest
 import spacy
+import torch
 
 from spacy_lsllama import sharing
 from pipelines import decoder_shim, train_pipeline
@@ -66,3 +69,36 @@ def test_a_base_is_freed_with_its_last_pipeline(metaspace_model):
     del first
     gc.collect()
     assert len(sharing._REGISTRY) == 0
+
+
+def test_two_folders_with_the_same_relative_name_never_share(metaspace_model, tmp_path, monkeypatch):
+    """Two projects whose configs both say `name = "base"`."""
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+    from tiny_models import save_tiny_llama
+
+    shutil.copytree(metaspace_model, tmp_path / "first" / "base")
+    save_tiny_llama(tmp_path / "second" / "base", "metaspace", seed=1)
+    monkeypatch.chdir(tmp_path / "first")
+    first = train_pipeline(Path("base"), steps=0)
+    monkeypatch.chdir(tmp_path / "second")
+    second = train_pipeline(Path("base"), steps=0)
+    assert base_weight(first).data_ptr() != base_weight(second).data_ptr()
+    expected = load_file(tmp_path / "second" / "base" / "model.safetensors")["model.layers.0.mlp.up_proj.weight"]
+    assert torch.equal(base_weight(second).detach(), expected)
+
+
+def test_a_base_whose_weights_were_replaced_is_loaded_again(metaspace_model, tmp_path):
+    from safetensors.torch import load_file
+    from tiny_models import save_tiny_llama
+
+    folder = shutil.copytree(metaspace_model, tmp_path / "base")
+    first = train_pipeline(folder, steps=0)
+    new_weights = save_tiny_llama(tmp_path / "new", "metaspace", seed=1) / "model.safetensors"
+    shutil.copy(new_weights, folder / "model.safetensors.download")
+    os.replace(folder / "model.safetensors.download", folder / "model.safetensors")
+    second = train_pipeline(folder, steps=0)
+    assert base_weight(first).data_ptr() != base_weight(second).data_ptr()
+    expected = load_file(new_weights)["model.layers.0.mlp.up_proj.weight"]
+    assert torch.equal(base_weight(second).detach(), expected)

@@ -7,7 +7,7 @@ import pytest
 import spacy
 from safetensors.torch import load_file
 
-from pipelines import decoder_shim, write_corpus
+from pipelines import decoder_shim, predictions, write_corpus
 
 CONFIGS = Path(__file__).parent.parent / "configs"
 pytestmark = pytest.mark.slow
@@ -44,7 +44,8 @@ def train(config: str, model: Path, corpus: Path, output: Path) -> Path:
 
 
 @pytest.mark.parametrize(
-    "config,component", [("textcat-causal.cfg", "textcat"), ("ner-bidirectional.cfg", "ner")]
+    "config,component",
+    [("textcat-causal.cfg", "textcat"), ("ner-bidirectional.cfg", "ner"), ("ner-bidirectional-linear.cfg", "ner")],
 )
 def test_spacy_train_trains_adapters_only_and_the_result_loads(
     config, component, tiny_model_dirs, corpus, tmp_path
@@ -52,7 +53,7 @@ def test_spacy_train_trains_adapters_only_and_the_result_loads(
     model = tiny_model_dirs["byte_level" if component == "textcat" else "metaspace"]
     pipeline = train(config, model, corpus, tmp_path / "output")
     nlp = spacy.load(pipeline)
-    assert nlp.pipe_names == ["transformer", component]
+    assert nlp.pipe_names == ["transformer", component, "doc_cleaner"]
     doc = nlp("I like London a lot")
     if component == "textcat":
         assert set(doc.cats) == {"POS", "NEG"}
@@ -78,8 +79,9 @@ def test_spacy_train_trains_adapters_only_and_the_result_loads(
     assert ("TEXTCAT" if component == "textcat" else "NER") in result.stdout
 
 
-def test_spacy_package_records_spacy_lsllama_as_a_requirement(tiny_model_dirs, corpus, tmp_path):
-    pipeline = train("textcat-causal.cfg", tiny_model_dirs["byte_level"], corpus, tmp_path / "output")
+@pytest.mark.parametrize("config,tokenizer", [("textcat-causal.cfg", "byte_level"), ("ner-bidirectional-linear.cfg", "metaspace")])
+def test_spacy_package_records_spacy_lsllama_as_a_requirement(config, tokenizer, tiny_model_dirs, corpus, tmp_path):
+    pipeline = train(config, tiny_model_dirs[tokenizer], corpus, tmp_path / "output")
     packages = tmp_path / "packages"
     packages.mkdir()
     spacy_cli("package", str(pipeline), str(packages), "--name", "lsllama_test", "--version", "0.0.1", "--force")
@@ -88,3 +90,6 @@ def test_spacy_package_records_spacy_lsllama_as_a_requirement(tiny_model_dirs, c
     requirements = meta["requirements"]
     assert any(requirement.startswith("spacy-lsllama") for requirement in requirements), requirements
     assert any(requirement.startswith("spacy-transformers") for requirement in requirements)
+    packaged = spacy.load(package_dir / "en_lsllama_test" / "en_lsllama_test-0.0.1")
+    texts = ["I like London a lot", "", "Paris is awful, really"]
+    assert predictions(packaged, texts) == predictions(spacy.load(pipeline), texts)

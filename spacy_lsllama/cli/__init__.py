@@ -5,9 +5,11 @@ point (see spacy_plugin.py).
     init-config  a complete, validated training config for ner/textcat/textcat_multilabel
     merge        bake the LoRA adapters into the base weights (spaCy pipeline or HF folder)
     info         trainable parameters and a memory estimate for training and inference
+    apply        annotate a corpus with a trained pipeline, here or on a Ray cluster (--ray)
 """
 import typer
 
+from .apply import apply_cli
 from .info import info_cli
 from .init_config import init_config_cli
 from .merge import merge_cli
@@ -20,6 +22,7 @@ def build_app(name: str) -> typer.Typer:
     app.command("init-config")(init_config_cli)
     app.command("merge")(merge_cli)
     app.command("info")(info_cli)
+    app.command("apply")(apply_cli)
     return app
 
 

@@ -11,7 +11,9 @@ from typing import Any, Callable, Dict, List, Tuple
 
 from wasabi import msg
 
-ARCHITECTURE = "spacy-lsllama.LlamaTransformer.v1"
+ARCHITECTURE = "spacy-lsllama.LlamaTransformer.v2"
+# Every version, for commands that read saved pipelines.
+ARCHITECTURES = ("spacy-lsllama.LlamaTransformer.v1", ARCHITECTURE)
 
 
 class CommandError(ValueError):
@@ -57,7 +59,7 @@ def lsllama_components(config) -> List[Tuple[str, Dict[str, Any]]]:
         (name, component)
         for name, component in config.get("components", {}).items()
         if isinstance(component.get("model"), dict)
-        and component["model"].get("@architectures") == ARCHITECTURE
+        and component["model"].get("@architectures") in ARCHITECTURES
     ]
 
 

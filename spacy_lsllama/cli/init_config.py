@@ -16,6 +16,11 @@ from ._util import ARCHITECTURE, CommandError, reports_errors, split_list
 
 TASKS = ("ner", "textcat", "textcat_multilabel")
 QUANTIZATIONS = ("4bit", "8bit")
+# The NER head on the shared decoder: spaCy's transition-based `ner`, or
+# LS-unLLaMA's linear token tagger (`lsllama_ner`). Which one ships as the
+# default is decided by benchmarks/bench_ner_heads.py.
+NER_HEADS = ("transition", "linear")
+DEFAULT_NER_HEAD = "transition"
 
 # The training schedules of the reference configs. On the CPU both tasks use the
 # small-scale schedule of configs/*-{causal,bidirectional}.cfg; on a GPU, that of
@@ -31,7 +36,12 @@ GPU_SCHEDULES = {
 # every linear layer (SmolLM2-135M, CoNLL-2003: 77.0 test F1 against 69.4 with
 # q_proj/v_proj), which was best on dev at lr 1e-3 of 1e-3, 2e-3 and 4e-3
 # (benchmarks/RESULTS.md).
-PAPER_LORA_TARGETS = ["q_proj", "v_proj"]
+# The targets are written by role, so that a config fits any decoder family; they
+# resolve when the model loads (spacy_lsllama/lora_targets.py): null is the
+# family's default (the paper's q_proj and v_proj on LLaMA), "all-linear" every
+# linear layer of the blocks (on LLaMA the seven of ALL_LINEAR_LORA_TARGETS,
+# which the shipped LLaMA configs name).
+PAPER_LORA_TARGETS = None
 ALL_LINEAR_LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 LEARN_RATES = {
     ("gpu", "causal_textcat"): 0.00005,
@@ -41,7 +51,7 @@ LEARN_RATES = {
     ("cpu", "ner"): 0.001,
     ("cpu", "other"): 0.002,
 }
-LORA_TARGETS = {("cpu", "ner"): ALL_LINEAR_LORA_TARGETS}
+LORA_TARGETS = {("cpu", "ner"): "all-linear"}
 
 
 def parse_tasks(tasks: str) -> List[str]:
@@ -66,11 +76,14 @@ def build_config(
     bidirectional: Optional[bool] = None,
     quantization: Optional[str] = None,
     gpu: bool = False,
+    ner_head: Optional[str] = None,
 ):
     """A training config for `tasks` sharing one LlamaTransformer, not yet filled.
 
     bidirectional: None picks LS-unLLaMA (bidirectional) when there is a ner,
         LS-LLaMA (causal) otherwise.
+    ner_head: "transition" (spaCy's `ner`) or "linear" (`lsllama_ner`); None
+        picks DEFAULT_NER_HEAD. Only a pipeline with a ner takes one.
     """
     from thinc.api import Config
 
@@ -79,6 +92,10 @@ def build_config(
         raise CommandError(f"Unknown quantization {quantization!r}: use {' or '.join(QUANTIZATIONS)}, or leave it out.")
     if not model:
         raise CommandError("--model is empty: pass a hub id or a local folder of a decoder model.")
+    if ner_head is not None and ner_head not in NER_HEADS:
+        raise CommandError(f"Unknown NER head {ner_head!r}: use {' or '.join(NER_HEADS)}.")
+    if ner_head is not None and "ner" not in tasks:
+        raise CommandError(f"--ner-head {ner_head} needs ner among the tasks (--tasks ner,...).")
     if bidirectional is None:
         bidirectional = "ner" in tasks
     device = "gpu" if gpu else "cpu"
@@ -92,11 +109,13 @@ def build_config(
     lora_targets = LORA_TARGETS.get((device, kind), PAPER_LORA_TARGETS)
     schedule = GPU_SCHEDULES["ner" if "ner" in tasks else "textcat"] if gpu else CPU_SCHEDULE
 
+    whole_docs = any(task != "ner" for task in tasks)
     components: Dict[str, Any] = {
-        "transformer": transformer_component(bidirectional, quantization, gpu, lora_targets)
+        "transformer": transformer_component(bidirectional, quantization, gpu, lora_targets, whole_docs)
     }
     for task in tasks:
-        components[task] = NER(bidirectional) if task == "ner" else text_classifier(task, bidirectional)
+        components[task] = ner_component(bidirectional, ner_head) if task == "ner" else text_classifier(task, bidirectional)
+    components["doc_cleaner"] = dict(DOC_CLEANER)
 
     if gpu:
         batcher = {
@@ -115,7 +134,7 @@ def build_config(
         "system": {"gpu_allocator": "pytorch", "seed": 0},
         "nlp": {
             "lang": "en",
-            "pipeline": ["transformer", *tasks],
+            "pipeline": ["transformer", *tasks, "doc_cleaner"],
             "batch_size": schedule["nlp_batch_size"],
             "disabled": [],
             "before_creation": None,
@@ -157,7 +176,9 @@ def build_config(
                 "learn_rate": {
                     "@schedules": "warmup_linear.v1",
                     "warmup_steps": schedule["warmup_steps"],
-                    "total_steps": "${training.max_steps}",
+                    # A literal, not ${training.max_steps}: spaCy's create_optimizer,
+                    # resume_training and debug data resolve this section uninterpolated.
+                    "total_steps": schedule["max_steps"],
                     "initial_rate": learn_rate,
                 },
             },
@@ -179,8 +200,19 @@ def build_config(
     return Config(data)
 
 
+# A text classifier reads each doc whole (up to the model's positions), so that
+# a causal decoder's last token has read all of it; NER reads windows of 128
+# tokens every 96, which give every token context on both sides at a cost
+# linear in the doc's length.
+WHOLE_DOC_SPANS = {"@span_getters": "spacy-transformers.doc_spans.v1"}
+NER_SPANS = {"@span_getters": "spacy-transformers.strided_spans.v1", "window": 128, "stride": 96}
+# Drops the decoder's hidden states from each doc after the last component;
+# `spacy.load(path, exclude=["doc_cleaner"])` keeps them.
+DOC_CLEANER = {"factory": "doc_cleaner", "attrs": {"_.trf_data": None}, "silent": True}
+
+
 def transformer_component(
-    bidirectional: bool, quantization: Optional[str], gpu: bool, lora_targets: List[str]
+    bidirectional: bool, quantization: Optional[str], gpu: bool, lora_targets: Optional[str], whole_docs: bool
 ) -> Dict[str, Any]:
     model: Dict[str, Any] = {
         "@architectures": ARCHITECTURE,
@@ -192,13 +224,16 @@ def transformer_component(
         "dtype": "bfloat16" if gpu else "float32",
         "quantization": None,
         "bidirectional": bidirectional,
-        "attn_implementation": "sdpa",
+        # null: sdpa, or eager where sdpa would drop a feature of the model's
+        # attention (Gemma-2's logit soft-capping).
+        "attn_implementation": None,
         "max_length": None,
         "gradient_checkpointing": gpu,
         "mixed_precision": False,
         "trust_remote_code": False,
-        "get_spans": {"@span_getters": "spacy-transformers.strided_spans.v1", "window": 128, "stride": 96},
-        "lora": {"r": 12, "alpha": 32, "dropout": 0.1, "target_modules": list(lora_targets)},
+        "get_spans": dict(WHOLE_DOC_SPANS if whole_docs else NER_SPANS),
+        "max_batch_pieces": 4096,
+        "lora": {"r": 12, "alpha": 32, "dropout": 0.1, "target_modules": lora_targets},
         "tokenizer_config": {},
         "grad_scaler_config": {},
     }
@@ -233,6 +268,35 @@ def text_classifier(task: str, bidirectional: bool) -> Dict[str, Any]:
     }
 
 
+def ner_component(bidirectional: bool, head: Optional[str]) -> Dict[str, Any]:
+    """The ner component with the chosen head (None: DEFAULT_NER_HEAD)."""
+    return linear_NER(bidirectional) if (head or DEFAULT_NER_HEAD) == "linear" else NER(bidirectional)
+
+
+def ner_pooling(bidirectional: bool) -> str:
+    """The piece each word is labelled from: the first under bidirectional
+    attention, as the paper; the last under causal attention (see NER)."""
+    return "spacy-lsllama.reduce_first.v1" if bidirectional else "spacy-lsllama.reduce_last.v1"
+
+
+def linear_NER(bidirectional: bool) -> Dict[str, Any]:
+    """LS-unLLaMA's own head: dropout and one linear layer over each word's
+    vector, BIO tags (the paper's), constrained Viterbi decoding."""
+    from ..pooling import listener_config  # imports torch: not at CLI start-up
+
+    return {
+        "factory": "lsllama_ner",
+        "scheme": "BIO",
+        "scorer": {"@scorers": "spacy.ner_scorer.v1"},
+        "model": {
+            "@architectures": "spacy-lsllama.TokenTagger.v1",
+            "dropout": 0.1,
+            "nO": None,
+            "tok2vec": listener_config(ner_pooling(bidirectional)),
+        },
+    }
+
+
 def NER(bidirectional: bool) -> Dict[str, Any]:
     """Under bidirectional attention (LS-unLLaMA) the head labels the first piece
     of each word, as the paper. A causal decoder's first piece has not seen the
@@ -254,9 +318,7 @@ def NER(bidirectional: bool) -> Dict[str, Any]:
             "maxout_pieces": 2,
             "use_upper": False,
             "nO": None,
-            "tok2vec": listener_config(
-                "spacy-lsllama.reduce_first.v1" if bidirectional else "spacy-lsllama.reduce_last.v1"
-            ),
+            "tok2vec": listener_config(ner_pooling(bidirectional)),
         },
     }
 
@@ -286,9 +348,12 @@ def init_config(
     bidirectional: Optional[bool] = None,
     quantization: Optional[str] = None,
     gpu: bool = False,
+    ner_head: Optional[str] = None,
 ):
     """Build, fill, validate and write the config; `output` "-" prints it."""
-    config = fill_config(build_config(tasks, model, bidirectional=bidirectional, quantization=quantization, gpu=gpu))
+    config = fill_config(
+        build_config(tasks, model, bidirectional=bidirectional, quantization=quantization, gpu=gpu, ner_head=ner_head)
+    )
     if str(output) == "-":
         print(config.to_str())
     else:
@@ -313,15 +378,28 @@ def init_config_cli(
     ),
     quantization: Optional[str] = typer.Option(None, "--quantization", "-q", help="Load the base quantized by bitsandbytes: 4bit (QLoRA, NF4) or 8bit."),
     gpu: bool = typer.Option(False, "--gpu", "-G", help="Train on a GPU: bfloat16, gradient checkpointing and the paper's batch sizes and learning rates."),
+    ner_head: Optional[str] = typer.Option(
+        None,
+        "--ner-head",
+        help=f"The ner's head: transition (spaCy's transition-based ner) or linear (LS-unLLaMA's linear tagger, lsllama_ner). Default: {DEFAULT_NER_HEAD}.",
+        show_default=False,
+    ),
 ):
     """Write a complete, validated training config: one LoRA decoder shared by
     ner, textcat and textcat_multilabel heads, with the paper's defaults
-    (LoRA r=12, alpha=32, dropout 0.1 on q_proj and v_proj). On the CPU, a
-    pipeline with a ner puts LoRA on every linear layer: a small model needs it."""
-    config = init_config(output, parse_tasks(tasks), model, bidirectional=bidirectional, quantization=quantization, gpu=gpu)
+    (LoRA r=12, alpha=32, dropout 0.1 on the family's default targets: q_proj
+    and v_proj on LLaMA). On the CPU, a pipeline with a ner puts LoRA on every
+    linear layer ("all-linear"): a small model needs it."""
+    config = init_config(
+        output, parse_tasks(tasks), model, bidirectional=bidirectional, quantization=quantization, gpu=gpu, ner_head=ner_head
+    )
     if str(output) != "-":
         settings = config["components"]["transformer"]["model"]
         mode = "bidirectional (LS-unLLaMA)" if settings["bidirectional"] else "causal (LS-LLaMA)"
         msg.good(f"Saved config to {output}")
         msg.info(f"Pipeline: {', '.join(config['nlp']['pipeline'])}; {mode}; base {model}")
         msg.text(f"Train with: python -m spacy train {output} --paths.train train.spacy --paths.dev dev.spacy" + (" --gpu-id 0" if gpu else ""))
+        msg.text(
+            "To change --training.max_steps, set --training.optimizer.learn_rate.total_steps to the "
+            "same value: the learning rate reaches 0 at total_steps."
+        )

@@ -9,6 +9,15 @@ folder is moved; see spacy_lsllama/merged.py.
 `--format hf` writes only the merged decoder and its tokenizer as a Hugging
 Face folder (no LM head, no spaCy heads).
 
+Both folders work with plain `AutoTokenizer` + `AutoModel` and padding: when
+spacy-lsllama's own pad token got an id past the base's embedding table (every
+base whose tokenizer fills its vocabulary: LLaMA-2, Llama-3, SmolLM2), the
+merged decoder's embeddings grow to the tokenizer's size, the new rows zero;
+and the tokenizer pads on the right, as the adapters were trained (a bare
+forward pass numbers positions from the first column, so left padding would
+shift every padded row). spaCy masks padding, so nothing the pipeline
+computes changes.
+
 A quantized base is refused: the adapters were trained against the quantized
 weights, and merging into them would round the adapters away (4-bit) or
 requantize every layer. `--dequantize` loads the original full-precision
@@ -80,6 +89,35 @@ def merged_decoder(shim):
     return transformer
 
 
+def fit_embeddings_to_tokenizer(decoder, tokenizer):
+    """Give `decoder` an embedding row for every id `tokenizer` can produce.
+
+    Without it, a padded batch in plain transformers looks up the pad id past
+    the table: an IndexError on the CPU, a device-side assert on CUDA. The new
+    rows are zero rather than random, so the folder is deterministic; their
+    values never matter where padding is masked."""
+    import torch
+
+    rows = decoder.get_input_embeddings().num_embeddings
+    if len(tokenizer) <= rows:
+        return decoder
+    decoder.resize_token_embeddings(len(tokenizer), mean_resizing=False)
+    with torch.no_grad():
+        decoder.get_input_embeddings().weight[rows:] = 0
+    return decoder
+
+
+def pad_on_the_right_when_saved(tokenizer):
+    """Make `save_pretrained` record the right padding spacy-lsllama set.
+
+    transformers saves only the attributes named in `init_kwargs`, so a LLaMA
+    tokenizer set to pad on the right is saved without it and loads padding on
+    the left again, its class default."""
+    tokenizer.init_kwargs["padding_side"] = tokenizer.padding_side
+    tokenizer.init_kwargs["truncation_side"] = tokenizer.truncation_side
+    return tokenizer
+
+
 def merge(
     pipeline: Path,
     output: Path,
@@ -100,7 +138,8 @@ def merge(
     nlp = spacy.load(pipeline, config=overrides)
     if format == "hf":
         shim = decoder_shim(nlp.get_pipe(names[0]).model)
-        write_base(output, merged_decoder(shim), shim.loaded_tokenizer())
+        tokenizer = pad_on_the_right_when_saved(shim.loaded_tokenizer())
+        write_base(output, fit_embeddings_to_tokenizer(merged_decoder(shim), tokenizer), tokenizer)
         return output
 
     # The saved config, without the load-time overrides above.
@@ -134,7 +173,8 @@ def merge(
         shim = decoder_shim(nlp.get_pipe(name).model)
         (output / name).mkdir()
         srsly.write_json(output / name / "cfg", nlp.get_pipe(name).cfg)
-        write_base(output / name / BASE_FOLDER, merged_decoder(shim), shim.loaded_tokenizer())
+        tokenizer = pad_on_the_right_when_saved(shim.loaded_tokenizer())
+        write_base(output / name / BASE_FOLDER, fit_embeddings_to_tokenizer(merged_decoder(shim), tokenizer), tokenizer)
     config.to_disk(output / "config.cfg")
     return output
 

@@ -13,10 +13,19 @@ long. The same trained pipeline runs with two span settings, side by side:
 
 Reported: accuracy on the long docs and on the short snippets, words/s on
 both, and the peak resident memory of each run (every run is a fresh
-subprocess). A second part measures the peak memory of processing one
-2,000-word and one 20,000-word doc with the shipped defaults.
+subprocess). Short-text throughput is also measured interleaved in one process
+(the two settings alternate, median of the rounds), the ratio the speed floor
+is about. A second part measures the peak memory of processing one 2,000-word
+and one 20,000-word doc with the shipped defaults.
+
+`--train-long` adds the comparison that matters when the training data are
+long too: each span setting trains its own classifier on long docs (snippet
+first, plot summaries after, `--train-long-tokens` long), the two trainings
+side by side with one thread each, and each is tested on the long test docs
+with the spans it was trained with.
 
     python benchmarks/bench_long_docs.py --output benchmarks/results/long_docs.json
+    python benchmarks/bench_long_docs.py --train-long --output benchmarks/results/long_docs.json
 
 Set OMP_NUM_THREADS to the cores you have, and run nothing else meanwhile.
 """
@@ -60,6 +69,34 @@ def read_corpus(packages_dir: Path) -> Tuple[List[Tuple[str, str]], List[str]]:
     return snippets, plots
 
 
+def long_text(nlp, text: str, plots: List[str], rng: random.Random, target: int) -> str:
+    parts = [text]
+    while len(nlp.make_doc(" ".join(parts))) < target:
+        parts.append(rng.choice(plots))
+    return " ".join(parts)
+
+
+def build_long_training_data(work: Path, packages_dir: Path, n_train: int, n_dev: int, n_test: int,
+                             seed: int, tokens: Tuple[int, int]) -> None:
+    """train_long/dev_long .spacy files: the same snippets as the short
+    training data, each followed by plot summaries."""
+    import spacy
+    from spacy.tokens import DocBin
+
+    snippets, plots = read_corpus(packages_dir)
+    rng = random.Random(seed)
+    rng.shuffle(snippets)
+    dev, train = snippets[n_test : n_test + n_dev], snippets[n_test + n_dev : n_test + n_dev + n_train]
+    nlp = spacy.blank("en")
+    for name, examples in (("train_long", train), ("dev_long", dev)):
+        docs = []
+        for text, label in examples:
+            doc = nlp.make_doc(long_text(nlp, text, plots, rng, rng.randint(*tokens)))
+            doc.cats = {value: float(value == label) for value in LABELS.values()}
+            docs.append(doc)
+        DocBin(docs=docs).to_disk(work / f"{name}.spacy")
+
+
 def build_data(work: Path, packages_dir: Path, n_train: int, n_dev: int, n_test: int, seed: int) -> None:
     """train/dev .spacy files of short snippets; test.jsonl with each test
     snippet short and long (snippet first, plot summaries after)."""
@@ -79,11 +116,8 @@ def build_data(work: Path, packages_dir: Path, n_train: int, n_dev: int, n_test:
         DocBin(docs=docs).to_disk(work / f"{name}.spacy")
     with (work / "test.jsonl").open("w", encoding="utf8") as file_:
         for text, label in test:
-            target = rng.randint(300, 1000)
-            parts = [text]
-            while len(nlp.make_doc(" ".join(parts))) < target:
-                parts.append(rng.choice(plots))
-            file_.write(json.dumps({"short": text, "long": " ".join(parts), "label": label}) + "\n")
+            long = long_text(nlp, text, plots, rng, rng.randint(300, 1000))
+            file_.write(json.dumps({"short": text, "long": long, "label": label}) + "\n")
 
 
 def train(work: Path, model: Path) -> Path:
@@ -96,6 +130,59 @@ def train(work: Path, model: Path) -> Path:
             check=True,
         )
     return output / "model-best"
+
+
+def train_long(work: Path, model: Path, steps: int, batch_size: int) -> Dict[str, Path]:
+    """One classifier per span setting, trained on long docs, side by side
+    (one thread each); returns each one's model-best."""
+    import os
+
+    outputs = {spans: work / f"textcat-long-{spans.split()[0]}" for spans in SPANS}
+    jobs = []
+    for spans, output in outputs.items():
+        if (output / "model-best").exists():
+            continue
+        overrides = [
+            "--output", str(output), "--paths.train", str(work / "train_long.spacy"),
+            "--paths.dev", str(work / "dev_long.spacy"), "--paths.model", str(model),
+            "--training.max_steps", str(steps), "--training.optimizer.learn_rate.total_steps", str(steps),
+            "--training.optimizer.learn_rate.warmup_steps", str(max(1, steps // 10)),
+            "--training.eval_frequency", str(max(1, steps // 3)), "--training.batcher.size", str(batch_size),
+            "--components.transformer.model.get_spans", json.dumps(SPANS[spans]),
+        ]
+        log = open(output.with_suffix(".log"), "w")
+        jobs.append((subprocess.Popen(
+            [sys.executable, "-m", "spacy", "train", str(ROOT / "configs" / "textcat-causal.cfg"), *overrides],
+            env={**os.environ, "OMP_NUM_THREADS": "1"}, stdout=log, stderr=subprocess.STDOUT,
+        ), log))
+    for job, log in jobs:
+        if job.wait() != 0:
+            raise RuntimeError(f"training failed: see {log.name}")
+    return {spans: output / "model-best" for spans, output in outputs.items()}
+
+
+def throughput_worker(pipeline: str, model: str, test: str, rounds: int) -> Dict[str, Any]:
+    """Short-text words/s of both span settings in one process, interleaved."""
+    import statistics
+
+    import spacy
+    from spacy.util import registry
+
+    nlp = spacy.load(pipeline, config={"components.transformer.model.name": model})
+    transformer = nlp.get_pipe("transformer").model
+    getters = {spans: registry.resolve({"g": config})["g"] for spans, config in SPANS.items()}
+    texts = [json.loads(line)["short"] for line in Path(test).read_text(encoding="utf8").splitlines()]
+    words = sum(len(doc) for doc in nlp.tokenizer.pipe(texts))
+    seconds: Dict[str, List[float]] = {spans: [] for spans in SPANS}
+    for round_ in range(rounds):
+        order = list(SPANS) if round_ % 2 == 0 else list(reversed(SPANS))
+        for spans in order:
+            transformer.attrs["get_spans"] = getters[spans]
+            start = time.perf_counter()
+            list(nlp.pipe(texts, batch_size=8))
+            seconds[spans].append(time.perf_counter() - start)
+    medians = {spans: words / statistics.median(values) for spans, values in seconds.items()}
+    return {"rounds": rounds, "words": words, "words_per_second": medians, "seconds": seconds}
 
 
 def evaluate_worker(pipeline: str, model: str, spans: str, test: str) -> Dict[str, Any]:
@@ -165,12 +252,23 @@ def main() -> None:
     parser.add_argument("--test-size", type=int, default=200)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--memory-words", default="2000,20000")
+    parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds of the short-text throughput")
+    parser.add_argument("--train-long", action="store_true", help="also train each span setting on long docs")
+    parser.add_argument("--train-long-size", type=int, default=400)
+    parser.add_argument("--train-long-tokens", default="300,400")
+    parser.add_argument("--train-long-steps", type=int, default=60)
+    parser.add_argument("--train-long-batch", type=int, default=4)
     parser.add_argument("--output", default=None)
     parser.add_argument("--worker", nargs="+", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.worker:
         kind, *rest = args.worker
-        result = evaluate_worker(*rest) if kind == "evaluate" else memory_worker(rest[0], rest[1], int(rest[2]), rest[3])
+        if kind == "evaluate":
+            result = evaluate_worker(*rest)
+        elif kind == "throughput":
+            result = throughput_worker(rest[0], rest[1], rest[2], int(rest[3]))
+        else:
+            result = memory_worker(rest[0], rest[1], int(rest[2]), rest[3])
         print(json.dumps(result))
         return
 
@@ -179,7 +277,24 @@ def main() -> None:
         build_data(args.work, args.packages_dir, args.train_size, args.dev_size, args.test_size, args.seed)
     pipeline = train(args.work, args.model.resolve())
     model = str(args.model.resolve())
-    runs = [in_subprocess("--worker", "evaluate", str(pipeline), model, spans, str(args.work / "test.jsonl")) for spans in SPANS]
+    previous = json.loads(Path(args.output).read_text()) if args.output and Path(args.output).exists() else {}
+    test = str(args.work / "test.jsonl")
+    if args.train_long:
+        if not (args.work / "train_long.spacy").exists():
+            low, high = (int(value) for value in args.train_long_tokens.split(","))
+            build_long_training_data(args.work, args.packages_dir, args.train_long_size, 100, args.test_size,
+                                     args.seed, (low, high))
+        start = time.perf_counter()
+        trained = train_long(args.work, args.model.resolve(), args.train_long_steps, args.train_long_batch)
+        trained_long = {
+            "setup": {"train_docs": args.train_long_size, "tokens": args.train_long_tokens, "steps": args.train_long_steps,
+                      "batch_size": args.train_long_batch, "training_seconds_side_by_side": time.perf_counter() - start},
+            "runs": [in_subprocess("--worker", "evaluate", str(path), model, spans, test) for spans, path in trained.items()],
+        }
+        write_output(args.output, {**previous, "trained_on_long_docs": trained_long, "machine_train_long": machine_info()})
+        return
+    runs = [in_subprocess("--worker", "evaluate", str(pipeline), model, spans, test) for spans in SPANS]
+    throughput = in_subprocess("--worker", "throughput", str(pipeline), model, test, str(args.rounds))
     _, plots = read_corpus(args.packages_dir)
     plots_file = args.work / "plots.json"
     plots_file.write_text(json.dumps(plots), encoding="utf8")
@@ -193,9 +308,13 @@ def main() -> None:
         "setup": {"train_snippets": args.train_size, "test_docs": args.test_size, "seed": args.seed,
                   "config": "configs/textcat-causal.cfg", "model": model},
         "runs": runs,
+        "short_throughput_interleaved": throughput,
         "memory": memory,
         "ratios": {
-            "short_words_per_second_v2_over_v1": new["short"]["words_per_second"] / old["short"]["words_per_second"],
+            "short_words_per_second_v2_over_v1_interleaved": (
+                throughput["words_per_second"]["v2 whole doc"] / throughput["words_per_second"]["v1 strided"]
+            ),
+            "short_words_per_second_v2_over_v1_separate_runs": new["short"]["words_per_second"] / old["short"]["words_per_second"],
             "long_words_per_second_v2_over_v1": new["long"]["words_per_second"] / old["long"]["words_per_second"],
             "peak_rss_longest_over_shortest_doc": memory[-1]["peak_rss_mb"] / memory[0]["peak_rss_mb"],
         },

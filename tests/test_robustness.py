@@ -1,6 +1,4 @@
 """Any text in, a valid Doc out; failures that lose nothing."""
-import json
-import shutil
 
 import numpy
 import pytest
@@ -11,6 +9,7 @@ from hypothesis import strategies as st
 from spacy.training import Example
 
 from pipelines import build_pipeline, decoder_shim, train_examples, train_pipeline
+from tiny_models import folder_with_remote_code
 
 AWKWARD_TEXTS = [
     "",
@@ -123,16 +122,8 @@ def test_a_failed_save_leaves_the_previous_pipeline_intact(metaspace_model, tmp_
 
 
 def test_code_in_a_model_folder_is_not_run_unless_asked(metaspace_model, tmp_path):
-    folder = shutil.copytree(metaspace_model, tmp_path / "with-remote-code")
     marker = tmp_path / "remote-code-ran"
-    (folder / "configuration_custom.py").write_text(
-        f"open({str(marker)!r}, 'w').write('ran')\n"
-        "from transformers import LlamaConfig\n"
-        "class CustomConfig(LlamaConfig):\n    pass\n"
-    )
-    config = json.loads((folder / "config.json").read_text())
-    config["auto_map"] = {"AutoConfig": "configuration_custom.CustomConfig"}
-    (folder / "config.json").write_text(json.dumps(config))
+    folder = folder_with_remote_code(metaspace_model, tmp_path / "with-remote-code", marker)
     try:
         train_pipeline(folder, steps=0)
     except (OSError, ValueError):

@@ -13,6 +13,7 @@ from spacy_lsllama.identity import BaseIdentityWarning
 from spacy_lsllama.loading import BaseModelError, RemoteCodeIgnoredWarning
 from spacy_lsllama.serialization import FORMAT, SavedTransformerError, tokenizer_to_files
 from pipelines import assert_same_predictions, decoder_shim, predictions, train_pipeline
+from tiny_models import folder_with_remote_code
 
 TEXTS = ["I like London a lot", "Paris is awful, really", "", "A new text about Rome and Berlin"]
 
@@ -254,20 +255,6 @@ def test_a_base_trained_from_a_relative_folder_is_never_looked_up_on_the_hub(met
 
 
 # What a pipeline folder can make the loader do ---------------------------------
-
-
-def folder_with_remote_code(base, folder, marker):
-    """A copy of `base` whose config runs code that writes `marker` when trusted."""
-    folder = shutil.copytree(base, folder)
-    (folder / "configuration_custom.py").write_text(
-        f"open({str(marker)!r}, 'w').write('ran')\n"
-        "from transformers import LlamaConfig\n"
-        "class CustomConfig(LlamaConfig):\n    pass\n"
-    )
-    config = json.loads((folder / "config.json").read_text())
-    config["auto_map"] = {"AutoConfig": "configuration_custom.CustomConfig"}
-    (folder / "config.json").write_text(json.dumps(config))
-    return folder
 
 
 def test_spacy_load_ignores_trust_remote_code_saved_in_the_pipeline(metaspace_model, tmp_path, monkeypatch):

@@ -39,6 +39,7 @@ import functools
 import itertools
 import json
 import random
+import shutil
 from pathlib import Path
 from typing import List, Union
 
@@ -321,3 +322,17 @@ def save_tiny_llama(
     model.save_pretrained(path, safe_serialization=True)
     tokenizer.save_pretrained(path)
     return path
+
+
+def folder_with_remote_code(base, folder, marker):
+    """A copy of `base` whose config runs code that writes `marker` when trusted."""
+    folder = shutil.copytree(base, folder)
+    (folder / "configuration_custom.py").write_text(
+        f"open({str(marker)!r}, 'w').write('ran')\n"
+        "from transformers import LlamaConfig\n"
+        "class CustomConfig(LlamaConfig):\n    pass\n"
+    )
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoConfig": "configuration_custom.CustomConfig"}
+    (folder / "config.json").write_text(json.dumps(config))
+    return folder

@@ -56,8 +56,8 @@ def test_every_command_has_help(command):
     "reference,tasks,model,options",
     [
         ("textcat-causal.cfg", ["textcat"], "assets/smollm2-135m", {}),
-        ("ner-bidirectional.cfg", ["ner"], "assets/smollm2-135m", {}),
-        ("ner-bidirectional-linear.cfg", ["ner"], "assets/smollm2-135m", {"ner_head": "linear"}),
+        ("ner-bidirectional.cfg", ["ner"], "assets/smollm2-135m", {"ner_head": "transition"}),
+        ("ner-bidirectional-linear.cfg", ["ner"], "assets/smollm2-135m", {}),
         ("llama2-7b-qlora-textcat.cfg", ["textcat"], "meta-llama/Llama-2-7b-hf", {"gpu": True, "quantization": "4bit"}),
         ("llama2-7b-qlora-ner.cfg", ["ner"], "meta-llama/Llama-2-7b-hf", {"gpu": True, "quantization": "4bit"}),
     ],
@@ -103,7 +103,7 @@ def test_init_config_widens_lora_only_for_small_scale_ner(tasks, options, target
 def test_init_config_can_give_the_ner_a_linear_head(bidirectional, pooling):
     """--ner-head linear: LS-unLLaMA's lsllama_ner, with the same decoder,
     LoRA, schedule and pooling as the transition-based head."""
-    transition = fill_config(build_config(["ner", "textcat"], "m", bidirectional=bidirectional))
+    transition = fill_config(build_config(["ner", "textcat"], "m", bidirectional=bidirectional, ner_head="transition"))
     linear = fill_config(build_config(["ner", "textcat"], "m", bidirectional=bidirectional, ner_head="linear"))
     ner = linear["components"]["ner"]
     assert (ner["factory"], ner["scheme"], ner["model"]["@architectures"]) == ("lsllama_ner", "BIO", "spacy-lsllama.TokenTagger.v1")
@@ -112,7 +112,13 @@ def test_init_config_can_give_the_ner_a_linear_head(bidirectional, pooling):
     for section in ("transformer", "textcat"):
         assert linear["components"][section] == transition["components"][section]
     assert linear["training"] == transition["training"]
-    assert transition["components"]["ner"]["factory"] == "ner"  # the default, for now
+    assert transition["components"]["ner"]["factory"] == "ner"
+
+
+def test_init_config_picks_the_head_that_won_on_dev():
+    """benchmarks/bench_ner_heads.py: on the CPU the linear head; on a GPU spaCy's, not compared there."""
+    assert fill_config(build_config(["ner"], "m"))["components"]["ner"]["factory"] == "lsllama_ner"
+    assert fill_config(build_config(["ner"], "m", gpu=True))["components"]["ner"]["factory"] == "ner"
 
 
 def test_init_config_shares_one_transformer_between_tasks():

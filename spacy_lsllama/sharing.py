@@ -103,3 +103,19 @@ def _adopt(model: torch.nn.Module, qualified_name: str, tensor: torch.Tensor, ki
     module_name, _, leaf = qualified_name.rpartition(".")
     module = model.get_submodule(module_name) if module_name else model
     getattr(module, kind)[leaf] = tensor
+
+
+def unshare(model: torch.nn.Module, shared: SharedBase) -> None:
+    """Give `model` parameter and buffer objects of its own where it holds
+    those of `shared` (still viewing the same memory until moved), so that an
+    in-place change of device or dtype (`.to()`) stays in this model instead of
+    moving the other pipelines' base away from their adapters."""
+    shared_ids = {id(tensor) for tensor in shared.parameters.values()}
+    shared_ids |= {id(tensor) for tensor in shared.buffers.values()}
+    for module in model.modules():
+        for name, parameter in list(module._parameters.items()):
+            if parameter is not None and id(parameter) in shared_ids:
+                module._parameters[name] = torch.nn.Parameter(parameter.data, requires_grad=parameter.requires_grad)
+        for name, buffer in list(module._buffers.items()):
+            if buffer is not None and id(buffer) in shared_ids:
+                module._buffers[name] = buffer.clone()

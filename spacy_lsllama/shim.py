@@ -1,13 +1,11 @@
 """The thinc shim that owns the decoder, its tokenizer and their saved form."""
-import logging
 import threading
 from dataclasses import replace
 from typing import Any, Callable, Dict, Optional, Tuple, cast
 
 import torch
-from thinc.api import ArgsKwargs, get_torch_default_device, torch2xp, xp2torch
+from thinc.api import ArgsKwargs, get_torch_default_device
 from thinc.shims import PyTorchGradScaler, PyTorchShim
-from thinc.types import FloatsXd
 from transformers import PreTrainedTokenizerBase
 
 from .encoder import SpanEncoder
@@ -33,12 +31,11 @@ from .serialization import (
     tokenizer_from_files,
     tokenizer_to_files,
 )
-from .settings import LlamaSettings, SettingsError
 from .lora_targets import with_resolved_targets
-from .sharing import SharedBase, find_shared_base, register_base, sharing_key
+from .settings import LlamaSettings, SettingsError
+from .sharing import SharedBase, find_shared_base, register_base, sharing_key, unshare
+from .updates import step_parameters_with_gradients
 from .verification import verify_attention
-
-logger = logging.getLogger("spacy_lsllama")
 
 # transformers builds models inside process-wide contexts (patched init
 # functions, the meta device for shared bases): two threads building models at
@@ -269,31 +266,8 @@ class LlamaShim(PyTorchShim):
         return output, backprop_then_eval
 
     def finish_update(self, optimizer) -> None:
-        """Update the parameters that received gradients (LoRA adapters, or
-        everything under full finetuning).
-
-        A step whose gradients hold NaN or inf (an fp16 overflow, a bad batch)
-        is skipped as a whole, so the adapters are never corrupted. thinc's
-        optimizers work on NumPy or CuPy arrays, which have no bfloat16, so
-        low-precision parameters are updated in float32 and cast back."""
-        with_grad = [(name, p) for name, p in self._model.named_parameters() if p.grad is not None]
-        finite = all(bool(torch.isfinite(p.grad).all()) for _, p in with_grad)
-        if not finite and not self._grad_scaler.found_inf:
-            logger.warning("Skipped a LlamaTransformer update: a gradient was NaN or inf.")
-        if finite and not self._grad_scaler.found_inf:
-            for name, parameter in with_grad:
-                data, grad = parameter.data, parameter.grad
-                if data.dtype != torch.float32:
-                    data, grad = data.float(), grad.float()
-                new_data, _ = optimizer(
-                    (self.id, name),
-                    cast(FloatsXd, torch2xp(data)),
-                    cast(FloatsXd, torch2xp(grad)),
-                )
-                parameter.data = xp2torch(new_data, device=parameter.device).to(parameter.dtype)
-        for _, parameter in with_grad:
-            parameter.grad = None
-        self._grad_scaler.update()
+        """Update the parameters that received gradients (see updates.py)."""
+        step_parameters_with_gradients(self._model, optimizer, self.id, self._grad_scaler)
 
     def to_device(self, device_type: str, device_id: int) -> None:
         """Move the decoder. A base shared with other pipelines is first
@@ -305,23 +279,9 @@ class LlamaShim(PyTorchShim):
                 "moved: select the GPU before loading the pipeline (spacy.require_gpu())."
             )
         if self._shared_base is not None:
-            self._unshare_base()
+            unshare(self._model, self._shared_base)
+            self._shared_base = None
         super().to_device(device_type, device_id)
-
-    def _unshare_base(self) -> None:
-        """Give this pipeline's module tree parameter and buffer objects of its
-        own (still viewing the same memory until moved), so in-place changes
-        of device or dtype stay in this pipeline."""
-        shared_ids = {id(tensor) for tensor in self._shared_base.parameters.values()}
-        shared_ids |= {id(tensor) for tensor in self._shared_base.buffers.values()}
-        for module in self._model.modules():
-            for name, parameter in list(module._parameters.items()):
-                if parameter is not None and id(parameter) in shared_ids:
-                    module._parameters[name] = torch.nn.Parameter(parameter.data, requires_grad=parameter.requires_grad)
-            for name, buffer in list(module._buffers.items()):
-                if buffer is not None and id(buffer) in shared_ids:
-                    module._buffers[name] = buffer.clone()
-        self._shared_base = None
 
     def __getstate__(self) -> Dict[str, Any]:
         """The picklable state: settings and options as they are, the decoder

@@ -1,7 +1,7 @@
 """What checking a base's identity adds to loading it (run on demand).
 
 `spacy.load` reads the identity of the base (config.json, the safetensors
-headers and 4 x 64 bytes of every tensor, see spacy_lsllama/identity.py) before
+headers and 4 x 64 bytes of every tensor, see spacy_lsllama/decoder/identity.py) before
 loading it, and `_build` asks for it again, which the per-file cache answers.
 This script times both reads (cache cleared before the first) against
 `AutoModel.from_pretrained` of the same folder (which memory-maps the weights
@@ -62,7 +62,7 @@ def main(
     import torch
     from transformers import AutoModel
 
-    from spacy_lsllama import identity
+    from spacy_lsllama.decoder import identity
 
     location = identity.locate_base(model)
     _, paths = identity.weight_files(location)

@@ -1,6 +1,6 @@
 """spacy-lsllama: label-supervised decoder LLMs (LS-LLaMA, LS-unLLaMA) for spaCy.
 
-spaCy finds the registered functions (`spacy-lsllama.LlamaTransformer.v1`,
+spaCy finds the registered functions (`spacy-lsllama.LlamaTransformer.v2`,
 the pooling layers, the component factories, the `lsllama` CLI group)
 through entry points, so configs work without an import and `spacy package`
 records spacy-lsllama as a requirement. The names below load on first use:
@@ -13,14 +13,14 @@ from typing import Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "LlamaTransformer": "architectures",
-    "Tok2VecLlamaTransformer": "tok2vec",
-    "TextCatReduce": "pooling",
-    "reduce_first": "pooling",
-    "reduce_last": "pooling",
-    "LlamaSettings": "settings",
-    "LoraSettings": "settings",
-    "QuantizationSettings": "settings",
+    "LlamaTransformer": "models.architectures",
+    "Tok2VecLlamaTransformer": "models.tok2vec",
+    "TextCatReduce": "heads.pooling",
+    "reduce_first": "heads.pooling",
+    "reduce_last": "heads.pooling",
+    "LlamaSettings": "decoder.settings",
+    "LoraSettings": "decoder.settings",
+    "QuantizationSettings": "decoder.settings",
 }
 __all__ = [*_EXPORTS, "__version__"]
 

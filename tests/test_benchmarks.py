@@ -20,6 +20,8 @@ import bench_memory  # noqa: E402
 import bench_ner_heads  # noqa: E402
 import bench_training  # noqa: E402
 
+pytestmark = pytest.mark.slow
+
 
 @pytest.fixture(scope="module")
 def textcat_data(tmp_path_factory) -> Path:

@@ -68,6 +68,7 @@ def test_a_trained_pipeline_from_a_shipped_config_resumes_training(tiny_model_di
     assert after != before
 
 
+@pytest.mark.slow
 def test_spacy_debug_data_reads_a_shipped_config(metaspace_model, tmp_path):
     corpus = write_corpus(tmp_path / "train.spacy")
     result = subprocess.run(

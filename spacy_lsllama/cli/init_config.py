@@ -263,7 +263,7 @@ def transformer_component(
 
 
 def text_classifier(task: str, bidirectional: bool) -> Dict[str, Any]:
-    from ..pooling import classifier_config  # imports torch: not at CLI start-up
+    from ..heads.pooling import classifier_config  # imports torch: not at CLI start-up
 
     exclusive = task == "textcat"
     return {
@@ -288,7 +288,7 @@ def ner_pooling(bidirectional: bool) -> str:
 def linear_NER(bidirectional: bool) -> Dict[str, Any]:
     """LS-unLLaMA's own head: dropout and one linear layer over each word's
     vector, BIO tags (the paper's), constrained Viterbi decoding."""
-    from ..pooling import listener_config  # imports torch: not at CLI start-up
+    from ..heads.pooling import listener_config  # imports torch: not at CLI start-up
 
     return {
         "factory": "lsllama_ner",
@@ -308,7 +308,7 @@ def NER(bidirectional: bool) -> Dict[str, Any]:
     of each word, as the paper. A causal decoder's first piece has not seen the
     rest of its word; its last piece has, and labels better: CoNLL-2003 test F1
     48.1 with the first piece, 61.5 with the last (benchmarks/RESULTS.md)."""
-    from ..pooling import listener_config  # imports torch: not at CLI start-up
+    from ..heads.pooling import listener_config  # imports torch: not at CLI start-up
 
     return {
         "factory": "ner",

@@ -133,7 +133,7 @@ def merge(
     import srsly
     from spacy.util import load_model_from_config
 
-    from ..merged import BASE_FOLDER, FACTORY, decoder_shim, write_base
+    from ..persistence.merged import BASE_FOLDER, FACTORY, decoder_shim, write_base
 
     nlp = spacy.load(pipeline, config=overrides)
     if format == "hf":
@@ -199,7 +199,7 @@ def merge_cli(
         if any(section["model"].get("bidirectional") for name, section in components if component in (None, name)):
             msg.warn(
                 "The adapters were trained without the causal mask (LS-unLLaMA): run the decoder with "
-                "spacy_lsllama.attention.bidirectional_mask, not AutoModel's default causal attention."
+                "spacy_lsllama.decoder.attention.bidirectional_mask, not AutoModel's default causal attention."
             )
     else:
         msg.good(f"Saved the merged pipeline to {output} ({size / 2**20:.1f} MB)")

@@ -1,0 +1,1 @@
+"""Pieces: tokenizing spaCy spans for a decoder, and aligning pieces to tokens."""

@@ -16,8 +16,11 @@ TRAIN_DATA: List[Tuple[str, Dict[str, Any]]] = [
 ]
 
 
-def transformer_config(name: Path, **settings: Any) -> Dict[str, Any]:
-    return {"model": {"@architectures": "spacy-lsllama.LlamaTransformer.v2", "name": str(name), **settings}}
+ARCHITECTURE = "spacy-lsllama.LlamaTransformer.v3"
+
+
+def transformer_config(name: Path, architecture: str = ARCHITECTURE, **settings: Any) -> Dict[str, Any]:
+    return {"model": {"@architectures": architecture, "name": str(name), **settings}}
 
 
 def listener(pooling: str) -> Dict[str, Any]:

@@ -105,6 +105,6 @@ def test_shipped_pipelines_drop_hidden_states_unless_asked_to_keep_them(config_p
 def test_the_shipped_text_classifiers_read_whole_docs_and_ner_reads_windows():
     for config_path in CONFIGS:
         model = Config().from_disk(config_path, interpolate=False)["components"]["transformer"]["model"]
-        assert model["@architectures"] == "spacy-lsllama.LlamaTransformer.v2"
+        assert model["@architectures"] == "spacy-lsllama.LlamaTransformer.v3"
         expected = "doc_spans.v1" if "textcat" in config_path.name else "strided_spans.v1"
         assert model["get_spans"]["@span_getters"].endswith(expected), config_path.name

@@ -11,9 +11,9 @@ from typing import Any, Callable, Dict, List, Tuple
 
 from wasabi import msg
 
-ARCHITECTURE = "spacy-lsllama.LlamaTransformer.v2"
+ARCHITECTURE = "spacy-lsllama.LlamaTransformer.v3"
 # Every version, for commands that read saved pipelines.
-ARCHITECTURES = ("spacy-lsllama.LlamaTransformer.v1", ARCHITECTURE)
+ARCHITECTURES = ("spacy-lsllama.LlamaTransformer.v1", "spacy-lsllama.LlamaTransformer.v2", ARCHITECTURE)
 
 
 class CommandError(ValueError):

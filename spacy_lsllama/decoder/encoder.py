@@ -18,10 +18,11 @@ class SpanEncoder(torch.nn.Module):
     - Rows longer than `max_length` are cut into consecutive windows that run
       as separate rows and are stitched back, so no piece is ever dropped; a
       window does not see the windows before it, which `LongSpanWarning` says.
-    - Rows (or windows) run in decoder calls of at most `max_batch_pieces`
-      padded pieces each (one row at least), longest first and each call
-      padded only to its own longest row: the peak memory of a call does not
-      grow with the number or length of the docs in a batch.
+    - Rows (or windows) are grouped by length into decoder calls of at most
+      `max_batch_pieces` padded pieces each (one row at least), each call
+      padded only to its own longest row (see `_calls`): the peak memory of a
+      call does not grow with the number or length of the docs in a batch,
+      and short rows do not pay for long ones.
     - The final hidden states leave as float32 whatever the compute dtype
       (NumPy and CuPy have no bfloat16); autograd casts the gradients back.
     """
@@ -55,7 +56,9 @@ class SpanEncoder(torch.nn.Module):
         padding = n_windows * window - length
         window_ids = torch.nn.functional.pad(input_ids, (0, padding)).reshape(-1, window)
         window_mask = torch.nn.functional.pad(attention_mask, (0, padding)).reshape(-1, window)
-        calls = list(_calls(window_mask.sum(dim=1).long(), self.max_batch_pieces))
+        calls = list(
+            _calls(window_mask.sum(dim=1).long(), self.max_batch_pieces, bound_padding=input_ids.device.type == "cpu")
+        )
         hidden = [
             torch.nn.functional.pad(
                 self._encode(window_ids[rows, :longest], window_mask[rows, :longest]), (0, 0, 0, window - longest)
@@ -90,16 +93,33 @@ class SpanEncoder(torch.nn.Module):
         return output.last_hidden_state.float()
 
 
-def _calls(lengths: torch.Tensor, max_pieces: int) -> Iterator[Tuple[torch.Tensor, int]]:
+# A row joins a call on the CPU only if its padding stays within an eighth of
+# the call's longest row (at least a few pieces, below which another call costs
+# more than the padding it saves). A GPU computes padding in parallel for
+# nearly nothing, and each call costs it kernel launches: there rows are
+# grouped by length into calls bounded by pieces alone.
+ROW_SLACK_DIVISOR = 8
+ROW_SLACK_MIN = 4
+
+
+def _calls(lengths: torch.Tensor, max_pieces: int, *, bound_padding: bool) -> Iterator[Tuple[torch.Tensor, int]]:
     """Group rows into decoder calls of at most `max_pieces` padded pieces,
     longest rows first; yields each call's row indices and longest length.
-    Rows of only padding are left out (their vectors stay zero)."""
-    order = torch.argsort(lengths, descending=True, stable=True).tolist()
-    used = [row for row in order if int(lengths[row]) > 0] or order[:1]
+
+    Sorting by length before cutting calls is what sentence-transformers'
+    `encode` does and bounding calls by pieces what text-embeddings-inference
+    does; with `bound_padding`, a call also ends where the next row is shorter
+    than its longest by more than the slack, so short rows never pay for a
+    long one. Rows of only padding are left out (their vectors stay zero)."""
+    row_lengths = lengths.tolist()
+    order = sorted(range(len(row_lengths)), key=lambda row: -row_lengths[row])
+    used = [row for row in order if row_lengths[row] > 0] or order[:1]
     start = 0
     while start < len(used):
-        longest = max(1, int(lengths[used[start]]))
-        count = max(1, max_pieces // longest)
-        rows = used[start : start + count]
-        yield torch.tensor(rows, dtype=torch.long, device=lengths.device), longest
-        start += count
+        longest = max(1, row_lengths[used[start]])
+        shortest = longest - max(ROW_SLACK_MIN, longest // ROW_SLACK_DIVISOR) if bound_padding else 0
+        end = start + 1
+        while end < len(used) and (end - start + 1) * longest <= max_pieces and row_lengths[used[end]] >= shortest:
+            end += 1
+        yield torch.tensor(used[start:end], dtype=torch.long, device=lengths.device), longest
+        start = end

@@ -130,7 +130,7 @@ def load_saved_transformer(data: bytes) -> SavedTransformer:
         found = message.get("format") if isinstance(message, dict) else type(message).__name__
         raise SavedTransformerError(
             f"The saved transformer has format {found!r}, expected {FORMAT!r}: it was not "
-            "written by this version of spacy-lsllama's LlamaTransformer.v1."
+            "written by this version of spacy-lsllama's LlamaTransformer."
         )
     try:
         weights = load_safetensors(message["weights"])

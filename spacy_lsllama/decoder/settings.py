@@ -1,4 +1,4 @@
-"""Validated settings of a `spacy-lsllama.LlamaTransformer.v1` model.
+"""Validated settings of a `spacy-lsllama.LlamaTransformer` model.
 
 The config file hands the architecture plain values and dict sections; this
 module turns them into frozen dataclasses once, so that every bad value fails

@@ -84,9 +84,9 @@ def find_shared_base(key: SharingKey, settings: LlamaSettings, config: Pretraine
     if model is None:
         return None
     for name, parameter in shared.parameters.items():
-        _adopt(model, name, parameter, "_parameters")
+        adopt(model, name, parameter, "_parameters")
     for name, buffer in shared.buffers.items():
-        _adopt(model, name, buffer, "_buffers")
+        adopt(model, name, buffer, "_buffers")
     if any(tensor.is_meta for tensor in [*model.parameters(), *model.buffers()]):
         return None
     model.eval()
@@ -99,7 +99,9 @@ def register_base(key: SharingKey, model: PreTrainedModel) -> SharedBase:
     return shared
 
 
-def _adopt(model: torch.nn.Module, qualified_name: str, tensor: torch.Tensor, kind: str) -> None:
+def adopt(model: torch.nn.Module, qualified_name: str, tensor: torch.Tensor, kind: str) -> None:
+    """Make `tensor` the parameter or buffer (`kind`: "_parameters" or
+    "_buffers") `qualified_name` of `model`, without a copy."""
     module_name, _, leaf = qualified_name.rpartition(".")
     module = model.get_submodule(module_name) if module_name else model
     getattr(module, kind)[leaf] = tensor

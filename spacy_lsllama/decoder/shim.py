@@ -4,11 +4,12 @@ from dataclasses import replace
 from typing import Any, Callable, Dict, Optional, Tuple, cast
 
 import torch
-from thinc.api import ArgsKwargs, get_torch_default_device
+from thinc.api import ArgsKwargs, Model, get_torch_default_device
 from thinc.shims import PyTorchGradScaler, PyTorchShim
 from transformers import PreTrainedTokenizerBase
 
 from .encoder import SpanEncoder
+from .inference import InferenceForm, ServingSettings, check_serving
 from .families import attention_implementation
 from .identity import IdentifiedBase
 from .loading import (
@@ -54,7 +55,10 @@ class LlamaShim(PyTorchShim):
 
     The module stays in eval mode except inside a training step (from
     `begin_update` until its backprop has run), so inference never switches
-    modes and threads can share a pipeline. Pickling saves the shim as
+    modes and threads can share a pipeline. Predictions run the decoder's
+    inference form (inference.py: LoRA deltas merged, in the serving
+    precision, no autograd), rebuilt whenever the adapters have changed;
+    training steps run the peft model itself. Pickling saves the shim as
     `to_bytes` does and rebuilds it on unpickling (worker processes).
     """
 
@@ -65,9 +69,16 @@ class LlamaShim(PyTorchShim):
         mixed_precision: bool = False,
         grad_scaler: Optional[PyTorchGradScaler] = None,
         max_batch_pieces: int = 4096,
+        serving: ServingSettings = ServingSettings(),
     ):
         super().__init__(torch.nn.Module(), mixed_precision=mixed_precision, grad_scaler=grad_scaler)
         self.settings = settings
+        self.serving = serving
+        self._inference = InferenceForm(serving)
+        # Changes made to the adapters (optimizer steps, saved weights loaded):
+        # an optimizer step replaces a tensor's storage, which the allocator
+        # may give back at the same address, so storage alone cannot tell.
+        self._adapter_updates = 0
         self.max_batch_pieces = max_batch_pieces
         self.tokenizer: Optional[PreTrainedTokenizerBase] = None
         self.base_reference: Optional[BaseReference] = None
@@ -126,6 +137,7 @@ class LlamaShim(PyTorchShim):
 
     def _build_unlocked(self, config, tokenizer: PreTrainedTokenizerBase) -> None:
         device = get_torch_default_device()
+        check_serving(self.serving, device, quantized=self.settings.quantization is not None)
         identified = identify_base(self.settings)
         implementation = attention_implementation(self.settings.attn_implementation, config)
         self.settings = replace(self.settings, attn_implementation=implementation)
@@ -155,6 +167,7 @@ class LlamaShim(PyTorchShim):
             max_batch_pieces=self.max_batch_pieces,
         )
         self._model.eval()
+        self._inference.drop()
         self._grad_scaler.to_(device)
         self.tokenizer = tokenizer
         self.base_reference = base_reference(self.settings, identified, config)
@@ -241,20 +254,37 @@ class LlamaShim(PyTorchShim):
                         f"expects {tuple(parameter.shape)}."
                     )
                 parameter.copy_(saved.to(device=parameter.device, dtype=parameter.dtype))
+        self._adapter_updates += 1
+
+    def inference_encoder(self) -> SpanEncoder:
+        """The module predictions run: the inference form of the decoder as
+        its adapters are now; the peft model itself on a quantized base."""
+        if self.settings.quantization is not None:
+            return self.encoder
+        return self._inference.encoder(
+            self.encoder,
+            updates=self._adapter_updates,
+            attn_implementation=self.settings.attn_implementation,
+            trust_remote_code=self.settings.trust_remote_code,
+        )
 
     def predict(self, inputs: ArgsKwargs) -> Any:
-        """The forward pass without gradients. Unlike thinc's PyTorchShim, it
-        does not switch the module to eval and back to train around the call:
-        a thread finishing its batch would turn dropout on under another
-        thread's forward pass."""
+        """The forward pass of the inference form, without autograd. Unlike
+        thinc's PyTorchShim, it does not switch the module to eval and back
+        to train around the call: a thread finishing its batch would turn
+        dropout on under another thread's forward pass."""
         if self._model.training:  # a training step whose backprop never ran
             self._model.eval()
-        with torch.no_grad(), torch.autocast(device_type="cuda", enabled=self._mixed_precision):
-            return self._model(*inputs.args, **inputs.kwargs)
+        encoder = self.inference_encoder()
+        no_autograd = torch.no_grad() if encoder is self._model else torch.inference_mode()
+        with no_autograd, torch.autocast(device_type="cuda", enabled=self._mixed_precision):
+            return encoder(*inputs.args, **inputs.kwargs)
 
     def begin_update(self, inputs: ArgsKwargs) -> Tuple[Any, Callable]:
         """A training forward pass (dropout on); the module returns to eval
-        mode once its backprop has run."""
+        mode once its backprop has run. The inference form is dropped: the
+        step changes the adapters, and training holds one form at a time."""
+        self._inference.drop()
         output, backprop = super().begin_update(inputs)
 
         def backprop_then_eval(d_output: Any) -> Any:
@@ -268,6 +298,7 @@ class LlamaShim(PyTorchShim):
     def finish_update(self, optimizer) -> None:
         """Update the parameters that received gradients (see updates.py)."""
         step_parameters_with_gradients(self._model, optimizer, self.id, self._grad_scaler)
+        self._adapter_updates += 1
 
     def to_device(self, device_type: str, device_id: int) -> None:
         """Move the decoder. A base shared with other pipelines is first
@@ -281,6 +312,7 @@ class LlamaShim(PyTorchShim):
         if self._shared_base is not None:
             unshare(self._model, self._shared_base)
             self._shared_base = None
+        self._inference.drop()
         super().to_device(device_type, device_id)
 
     def __getstate__(self) -> Dict[str, Any]:
@@ -288,12 +320,27 @@ class LlamaShim(PyTorchShim):
         in its saved form (adapters, tokenizer, base reference)."""
         state = dict(self.__dict__)
         state["_saved_decoder"] = self.to_bytes() if self.is_loaded else None
-        state.update(_model=None, tokenizer=None, base_reference=None, _shared_base=None)
+        state.update(_model=None, tokenizer=None, base_reference=None, _shared_base=None, _inference=None)
         return state
 
     def __setstate__(self, state: Dict[str, Any]) -> None:
         saved_decoder = state.pop("_saved_decoder")
         self.__dict__.update(state)
         self._model = torch.nn.Module()
+        self._inference = InferenceForm(self.serving)
         if saved_decoder is not None:
             self.from_bytes(saved_decoder)
+
+
+def find_decoder_shim(model: Model) -> LlamaShim:
+    """The LlamaShim inside `model`: a LlamaTransformer, or any model that
+    holds one (a component's model after replace_listeners, a merged
+    transformer's). Fails, naming the model, when there is none."""
+    for node in model.walk():
+        for shim in node.shims:
+            if isinstance(shim, LlamaShim):
+                return shim
+    raise SettingsError(
+        f"The model {model.name!r} holds no spacy-lsllama decoder: use a "
+        "spacy-lsllama.LlamaTransformer model (any version)."
+    )

@@ -1,4 +1,4 @@
-"""`spacy-lsllama.LlamaTransformer.v2`: a LoRA decoder LLM as a spaCy transformer.
+"""`spacy-lsllama.LlamaTransformer.v3`: a LoRA decoder LLM as a spaCy transformer.
 
 The model is a drop-in `model` for spacy-transformers' `transformer`
 component: it maps docs to a `FullTransformerBatch`, which the component
@@ -21,8 +21,9 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from ..tokenizers.alignment import align_spans
 from .listeners import replace_listener, replace_listener_cfg
+from ..decoder.inference import ServingSettings
 from ..decoder.settings import LlamaSettings, LoraSettings, QuantizationSettings, SettingsError
-from ..decoder.shim import LlamaShim
+from ..decoder.shim import LlamaShim, find_decoder_shim
 from ..tokenizers.tokenization import encode_spans
 
 # v1's default spans: windows of 128 tokens every 96.
@@ -32,7 +33,7 @@ V1_STRIDE = 96
 DEFAULT_MAX_BATCH_PIECES = 4096
 
 
-@registry.architectures("spacy-lsllama.LlamaTransformer.v2")
+@registry.architectures("spacy-lsllama.LlamaTransformer.v3")
 def LlamaTransformer(
     name: str,
     get_spans: Optional[Callable[[List[Doc]], List[List[Span]]]] = None,
@@ -50,6 +51,7 @@ def LlamaTransformer(
     trust_remote_code: bool = False,
     share_base: bool = True,
     max_batch_pieces: int = DEFAULT_MAX_BATCH_PIECES,
+    serving_precision: Optional[str] = None,
 ) -> Model[List[Doc], FullTransformerBatch]:
     """A LoRA-adapted decoder LLM whose final hidden states feed spaCy's heads.
 
@@ -80,6 +82,10 @@ def LlamaTransformer(
         pipeline in this process has loaded (LoRA, unquantized only).
     max_batch_pieces: the most padded pieces in one decoder call; a batch, or
         a long doc, runs as several calls (a call holds one row at least).
+    serving_precision: how predictions run outside training, chosen at load
+        time (decoder/inference.py): null, the base's dtype with the LoRA
+        deltas merged (the trained answers); "bfloat16" where the device
+        computes it natively; "int8" (torchao) on CPUs without it.
     """
     if not isinstance(max_batch_pieces, int) or max_batch_pieces < 1:
         raise SettingsError(f"max_batch_pieces must be a positive integer, got {max_batch_pieces!r}.")
@@ -101,7 +107,11 @@ def LlamaTransformer(
         get_spans = get_doc_spans
     grad_scaler = PyTorchGradScaler(**{"enabled": mixed_precision, **grad_scaler_config})
     shim = LlamaShim(
-        settings, mixed_precision=mixed_precision, grad_scaler=grad_scaler, max_batch_pieces=max_batch_pieces
+        settings,
+        mixed_precision=mixed_precision,
+        grad_scaler=grad_scaler,
+        max_batch_pieces=max_batch_pieces,
+        serving=ServingSettings(precision=serving_precision),
     )
     decoder = Model(
         "lsllama-decoder",
@@ -121,6 +131,51 @@ def LlamaTransformer(
             "replace_listener": replace_listener,
             "replace_listener_cfg": replace_listener_cfg,
         },
+    )
+
+
+@registry.architectures("spacy-lsllama.LlamaTransformer.v2")
+def LlamaTransformerWithoutServingPrecision(
+    name: str,
+    get_spans: Optional[Callable[[List[Doc]], List[List[Span]]]] = None,
+    tokenizer_config: Dict[str, Any] = {},
+    lora: Optional[Dict[str, Any]] = {},
+    dtype: str = "float32",
+    quantization: Union[None, str, Dict[str, Any]] = None,
+    bidirectional: bool = False,
+    attn_implementation: Optional[str] = None,
+    max_length: Optional[int] = None,
+    revision: Optional[str] = None,
+    gradient_checkpointing: bool = False,
+    mixed_precision: bool = False,
+    grad_scaler_config: Dict[str, Any] = {},
+    trust_remote_code: bool = False,
+    share_base: bool = True,
+    max_batch_pieces: int = DEFAULT_MAX_BATCH_PIECES,
+) -> Model[List[Doc], FullTransformerBatch]:
+    """v2 of `spacy-lsllama.LlamaTransformer`, kept for the pipelines trained
+    with it: v3 without `serving_precision`, so it serves in the base's dtype
+    (LoRA merged, as v3 by default). To serve such a pipeline in bfloat16,
+    load it as v3: spacy.load(path, config={"components.transformer.model.
+    @architectures": "spacy-lsllama.LlamaTransformer.v3", "components.
+    transformer.model.serving_precision": "bfloat16"})."""
+    return LlamaTransformer(
+        name=name,
+        get_spans=get_spans,
+        tokenizer_config=tokenizer_config,
+        lora=lora,
+        dtype=dtype,
+        quantization=quantization,
+        bidirectional=bidirectional,
+        attn_implementation=attn_implementation,
+        max_length=max_length,
+        revision=revision,
+        gradient_checkpointing=gradient_checkpointing,
+        mixed_precision=mixed_precision,
+        grad_scaler_config=grad_scaler_config,
+        trust_remote_code=trust_remote_code,
+        share_base=share_base,
+        max_batch_pieces=max_batch_pieces,
     )
 
 
@@ -145,8 +200,9 @@ def WindowedLlamaTransformer(
     """v1 of `spacy-lsllama.LlamaTransformer`, kept for the pipelines trained
     with it: by default each doc is read in strided windows of 128 tokens every
     96, so a causal classifier's last token sees only a doc's last window.
-    v2 reads whole docs and takes `max_batch_pieces`; both cap each decoder
-    call at the default number of pieces."""
+    v2 reads whole docs and takes `max_batch_pieces`; v3 adds
+    `serving_precision`. All cap each decoder call at the default number of
+    pieces and serve in the base's dtype by default."""
     if get_spans is None:
         get_spans = configure_strided_spans(V1_WINDOW, V1_STRIDE)
     return LlamaTransformer(
@@ -183,15 +239,11 @@ class LlamaTransformerModel(Model):
         os.replace(partial, path)
 
 
-def decoder_shim(model: Model) -> LlamaShim:
-    return model.layers[0].shims[0]
-
-
 def init(model: Model, X: Optional[List[Doc]] = None, Y=None) -> None:
     """Load the base with fresh adapters. Initializing a trained pipeline
     starts over, as spaCy re-creates every head: adapters trained for the old
     heads would otherwise be kept under new ones."""
-    shim = decoder_shim(model)
+    shim = find_decoder_shim(model)
     shim.load_pretrained()
     model.set_dim("nO", shim.hidden_size, force=True)
 
@@ -204,7 +256,7 @@ def _init_decoder(model: Model, X=None, Y=None) -> None:
 
 
 def forward(model: Model, docs: List[Doc], is_train: bool) -> Tuple[FullTransformerBatch, Callable]:
-    shim = decoder_shim(model)
+    shim = find_decoder_shim(model)
     # spacy-transformers' split_by_doc does not count the row of an empty
     # span (an empty doc under doc_spans), which would shift every later doc.
     nested_spans = [[span for span in doc_spans if len(span)] for doc_spans in model.attrs["get_spans"](docs)]

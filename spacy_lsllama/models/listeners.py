@@ -12,10 +12,11 @@ of the transformer in two steps, through two attrs of the transformer's model:
   when it loads.
 
 spacy-transformers' versions rewrite the config only for architectures named
-"...TransformerModel...": for `spacy-lsllama.LlamaTransformer.v1` the
+"...TransformerModel...": for `spacy-lsllama.LlamaTransformer` the
 component's `tok2vec` became a bare transformer without pooling, and the saved
 pipeline failed to load ("mismatched structure"). These versions write
-`spacy-lsllama.Tok2VecLlamaTransformer.v1` (spacy_lsllama/tok2vec.py), whose
+`spacy-lsllama.Tok2VecLlamaTransformer.v2` (models/tok2vec.py, the arguments
+of every LlamaTransformer version), whose
 layers are exactly those `replace_listener` leaves in the component:
 
     chain(chain(LlamaTransformer, split_trf_batch), trfs2arrays(pooling, grad_factor))
@@ -28,9 +29,9 @@ from typing import Any, Dict
 from spacy_transformers.layers.split_trf import split_trf_batch
 from thinc.api import Model, chain
 
-TOK2VEC_ARCHITECTURE = "spacy-lsllama.Tok2VecLlamaTransformer.v1"
+TOK2VEC_ARCHITECTURE = "spacy-lsllama.Tok2VecLlamaTransformer.v2"
 V1_ARCHITECTURE = "spacy-lsllama.LlamaTransformer.v1"
-# v1's default spans (spacy_lsllama/architectures.py; not imported: it imports this module).
+# v1's default spans (models/architectures.py; not imported: it imports this module).
 V1_WINDOW, V1_STRIDE = 128, 96
 LISTENER_ARCHITECTURE = "spacy-transformers.TransformerListener.v1"
 
@@ -52,7 +53,7 @@ def replace_listener_cfg(tok2vec_model_cfg: Dict[str, Any], listener_model_cfg: 
         )
     result = copy.deepcopy(dict(tok2vec_model_cfg))
     if result.get("@architectures") == V1_ARCHITECTURE and result.get("get_spans") is None:
-        # The component's own transformer takes v2's arguments; keep v1's default spans.
+        # The component's own transformer takes the current arguments; keep v1's default spans.
         result["get_spans"] = {"@span_getters": "spacy-transformers.strided_spans.v1", "window": V1_WINDOW, "stride": V1_STRIDE}
     result["@architectures"] = TOK2VEC_ARCHITECTURE
     for key in ("pooling", "grad_factor"):

@@ -1,4 +1,4 @@
-"""`spacy-lsllama.Tok2VecLlamaTransformer.v1`: a LlamaTransformer owned by one
+"""`spacy-lsllama.Tok2VecLlamaTransformer.v2`: a LlamaTransformer owned by one
 component, with the pooling its listener had.
 
 This is the architecture `nlp.replace_listeners` writes into a component's
@@ -9,7 +9,7 @@ replaced listener leaves in the component, so the saved weights load into it:
 
     chain(chain(LlamaTransformer, split_trf_batch), trfs2arrays(pooling, grad_factor))
 
-The arguments are those of `spacy-lsllama.LlamaTransformer.v2`, plus the
+The arguments are those of `spacy-lsllama.LlamaTransformer.v3`, plus the
 listener's `pooling` and `grad_factor`.
 """
 from typing import Any, Callable, Dict, List, Optional, Union
@@ -24,7 +24,7 @@ from .architectures import DEFAULT_MAX_BATCH_PIECES, LlamaTransformer
 from .listeners import replace_listener
 
 
-@registry.architectures("spacy-lsllama.Tok2VecLlamaTransformer.v1")
+@registry.architectures("spacy-lsllama.Tok2VecLlamaTransformer.v2")
 def Tok2VecLlamaTransformer(
     name: str,
     pooling: Model[Ragged, Floats2d],
@@ -44,6 +44,7 @@ def Tok2VecLlamaTransformer(
     trust_remote_code: bool = False,
     share_base: bool = True,
     max_batch_pieces: int = DEFAULT_MAX_BATCH_PIECES,
+    serving_precision: Optional[str] = None,
 ) -> Model[List[Doc], List[Floats2d]]:
     """A LoRA decoder whose pooled piece vectors give one row per token, for a
     single component (no listener). See `LlamaTransformer` for the settings.
@@ -69,5 +70,51 @@ def Tok2VecLlamaTransformer(
         trust_remote_code=trust_remote_code,
         share_base=share_base,
         max_batch_pieces=max_batch_pieces,
+        serving_precision=serving_precision,
     )
     return chain(replace_listener(transformer), trfs2arrays(pooling, grad_factor))
+
+
+@registry.architectures("spacy-lsllama.Tok2VecLlamaTransformer.v1")
+def Tok2VecLlamaTransformerWithoutServingPrecision(
+    name: str,
+    pooling: Model[Ragged, Floats2d],
+    grad_factor: float = 1.0,
+    get_spans: Optional[Callable[[List[Doc]], List[List[Span]]]] = None,
+    tokenizer_config: Dict[str, Any] = {},
+    lora: Optional[Dict[str, Any]] = {},
+    dtype: str = "float32",
+    quantization: Union[None, str, Dict[str, Any]] = None,
+    bidirectional: bool = False,
+    attn_implementation: Optional[str] = None,
+    max_length: Optional[int] = None,
+    revision: Optional[str] = None,
+    gradient_checkpointing: bool = False,
+    mixed_precision: bool = False,
+    grad_scaler_config: Dict[str, Any] = {},
+    trust_remote_code: bool = False,
+    share_base: bool = True,
+    max_batch_pieces: int = DEFAULT_MAX_BATCH_PIECES,
+) -> Model[List[Doc], List[Floats2d]]:
+    """v1 of `spacy-lsllama.Tok2VecLlamaTransformer`, kept for the pipelines
+    saved with it: v2 without `serving_precision`."""
+    return Tok2VecLlamaTransformer(
+        name=name,
+        pooling=pooling,
+        grad_factor=grad_factor,
+        get_spans=get_spans,
+        tokenizer_config=tokenizer_config,
+        lora=lora,
+        dtype=dtype,
+        quantization=quantization,
+        bidirectional=bidirectional,
+        attn_implementation=attn_implementation,
+        max_length=max_length,
+        revision=revision,
+        gradient_checkpointing=gradient_checkpointing,
+        mixed_precision=mixed_precision,
+        grad_scaler_config=grad_scaler_config,
+        trust_remote_code=trust_remote_code,
+        share_base=share_base,
+        max_batch_pieces=max_batch_pieces,
+    )

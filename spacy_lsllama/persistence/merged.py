@@ -15,7 +15,7 @@ has been moved, and `to_disk` writes the current weights there with
 `save_pretrained` (safetensors, sharded past 5 GB): spaCy's own pattern of
 component state living in the component's folder. No weights go into msgpack.
 
-Its model is a `spacy-lsllama.LlamaTransformer.v1` with `lora = null`. `name`
+Its model is a `spacy-lsllama.LlamaTransformer` (any version) with `lora = null`. `name`
 is only read by `nlp.initialize()` (e.g. to fully finetune a base and store it
 like this); a saved component always loads its own `base/` folder, as spaCy
 components load their weights from their folder whatever the config says.
@@ -54,16 +54,13 @@ BASE_FOLDER = "base"
 
 
 def decoder_shim(model: Model):
-    from ..decoder.shim import LlamaShim
+    """The decoder of this component's model, or an error that names the factory."""
+    from ..decoder.shim import find_decoder_shim
 
-    for node in model.walk():
-        for shim in node.shims:
-            if isinstance(shim, LlamaShim):
-                return shim
-    raise SettingsError(
-        f"The {FACTORY} component needs a spacy-lsllama.LlamaTransformer.v1 model; "
-        f"got {model.name!r}."
-    )
+    try:
+        return find_decoder_shim(model)
+    except SettingsError as error:
+        raise SettingsError(f"The {FACTORY} component needs a spacy-lsllama.LlamaTransformer model. {error}") from error
 
 
 @Language.factory(

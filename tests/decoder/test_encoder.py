@@ -78,7 +78,7 @@ def long_text(n_words: int, offset: int = 0) -> str:
 
 def record_call_sizes(nlp):
     sizes = []
-    transformer = decoder_shim(nlp).encoder.transformer
+    transformer = decoder_shim(nlp).inference_encoder().transformer  # the module predictions run
     hook = transformer.register_forward_pre_hook(lambda module, args, kwargs: sizes.append(kwargs["input_ids"].numel()), with_kwargs=True)
     return sizes, hook
 

@@ -1,4 +1,4 @@
-"""spacy-lsllama.LlamaTransformer.v2 (and v1) as the model of the transformer component."""
+"""spacy-lsllama.LlamaTransformer.v3 (and v2, v1) as the model of the transformer component."""
 import pytest
 import spacy
 import torch
@@ -146,7 +146,7 @@ def test_mixed_precision_on_the_cpu_is_refused_with_a_reason(metaspace_model):
 FILLER = " ".join(["The plot follows a family that moves to a small town by the sea."] * 25)  # ~350 tokens
 
 
-def textcat_pipeline(model_dir, architecture="spacy-lsllama.LlamaTransformer.v2", **settings):
+def textcat_pipeline(model_dir, architecture="spacy-lsllama.LlamaTransformer.v3", **settings):
     nlp = spacy.blank("en")
     nlp.add_pipe("transformer", config={"model": {"@architectures": architecture, "name": str(model_dir), **settings}})
     nlp.add_pipe("lsllama_textcat", name="textcat", config={"model": classifier_config(True, settings.get("bidirectional", False))})

@@ -15,7 +15,7 @@ from spacy_lsllama.decoder.shim import LlamaShim
 from spacy_lsllama.models.tok2vec import Tok2VecLlamaTransformer
 
 TEXTS = ["I like London a lot", "Paris is awful, really", "", "A new text about Rome and Berlin"]
-TOK2VEC = "spacy-lsllama.Tok2VecLlamaTransformer.v1"
+TOK2VEC = "spacy-lsllama.Tok2VecLlamaTransformer.v2"
 
 
 def own_transformer_configs(nlp):

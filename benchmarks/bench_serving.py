@@ -11,8 +11,8 @@ test set), on the same docs, at batch 1 and at the pipeline's default batch
                `merge_and_unload`), docs sorted by length before batching;
 - pipeline:    `nlp.pipe` of the loaded pipeline as it serves by default
                (the inference form: merged, grouped by length, no autograd);
-- pipeline-bfloat16, pipeline-int8: the same pipeline loaded with
-               `serving_precision = "bfloat16"` / `"int8"` (where they run);
+- pipeline-bfloat16: the same pipeline loaded with
+               `serving_precision = "bfloat16"` (where the CPU computes it natively);
 - minilm, cnn: spacy-transformers all-MiniLM-L6-v2 and spaCy's CNN pipelines
                built from benchmarks/configs (speed only: their test scores
                come from benchmarks/results/accuracy.json, same data budget).
@@ -42,7 +42,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, Timer, batches, machine_info, summarize, write_output  # noqa: E402
 
 CONFIGS = Path(__file__).resolve().parent / "configs"
-PIPELINE_MODES = {"pipeline": None, "pipeline-bfloat16": "bfloat16", "pipeline-int8": "int8"}
+PIPELINE_MODES = {"pipeline": None, "pipeline-bfloat16": "bfloat16"}
 
 
 def cpu_flags() -> Dict[str, Any]:
@@ -166,12 +166,6 @@ def systems_available(args) -> List[str]:
     names = ["plain", "plain-tuned", "pipeline"]
     if bfloat16_is_native(torch.device("cpu")):
         names.append("pipeline-bfloat16")
-    try:
-        import torchao.quantization  # noqa: F401
-
-        names.append("pipeline-int8")
-    except ImportError:
-        pass
     if args.minilm:
         names.append("minilm")
     names.append("cnn")

@@ -240,7 +240,7 @@ def transformer_component(
         "get_spans": dict(WHOLE_DOC_SPANS if whole_docs else NER_SPANS),
         "max_batch_pieces": 4096,
         # null: predictions run in the base's dtype with the LoRA deltas merged
-        # (the trained answers); "bfloat16" or "int8" can be chosen at load time.
+        # (the trained answers); "bfloat16" can be chosen at load time.
         "serving_precision": None,
         "lora": {"r": 12, "alpha": 32, "dropout": 0.1, "target_modules": lora_targets},
         "tokenizer_config": {},

@@ -21,9 +21,10 @@ Serving precision (`ServingSettings.precision`), chosen at load time:
   with answers equal to the training form's within float rounding;
 - "float32" or "bfloat16": a copy of the tree in that dtype, merged in
   float32 first. bfloat16 is refused where the device has no native
-  bfloat16 arithmetic, where it would be slower than float32;
-- "int8": int8 weights with activations quantized per call (torchao's
-  dynamic int8 quantization), for CPUs without bfloat16 arithmetic.
+  bfloat16 arithmetic, where it would be slower than float32.
+(int8 weights are not offered: torchao's dynamic int8 layers ran several
+times slower than float32 in eager mode on the CPUs measured, and fast only
+under torch.compile; see docs/serving.md.)
 A bitsandbytes 4- or 8-bit base cannot take the deltas into its quantized
 weights: it serves unmerged, as it trains, and takes no serving precision.
 """
@@ -38,7 +39,7 @@ from .families import decoder_on_meta
 from .settings import SettingsError
 from .sharing import adopt
 
-PRECISIONS = ("float32", "bfloat16", "int8")
+PRECISIONS = ("float32", "bfloat16")
 ADAPTER = "default"  # the name peft gives the one adapter of a LoRA model
 
 
@@ -51,7 +52,7 @@ class ServingSettings:
     """How this process runs a loaded decoder outside training steps. A
     load-time option, never saved with the pipeline.
 
-    precision: None (the base's dtype), "float32", "bfloat16" or "int8"."""
+    precision: None (the base's dtype), "float32" or "bfloat16"."""
 
     precision: Optional[str] = None
 
@@ -84,24 +85,14 @@ def check_serving(serving: ServingSettings, device: torch.device, *, quantized: 
             f'serving_precision = "{precision}" cannot apply to a bitsandbytes-quantized base: its 4- or '
             "8-bit weights cannot take the LoRA deltas, so it serves unmerged in its compute dtype, as it "
             "trains. Set serving_precision = null, or load the adapters on an unquantized base "
-            "(quantization = null) to serve them merged in bfloat16 or int8."
+            "(quantization = null) to serve them merged in bfloat16."
         )
     if precision == "bfloat16" and not bfloat16_is_native(device):
         raise ServingError(
             f'serving_precision = "bfloat16" would be slower than float32 on this {device.type}, which '
-            "has no native bfloat16 arithmetic (a CPU needs AVX512-BF16 or AMX). Use "
-            'serving_precision = "int8" on such CPUs, or null.'
+            "has no native bfloat16 arithmetic (a CPU needs AVX512-BF16 or AMX; a GPU, compute "
+            "capability 8.0 or newer). Set serving_precision = null there."
         )
-    if precision == "int8":
-        if device.type != "cpu":
-            raise ServingError('serving_precision = "int8" is for CPUs; on a GPU use "bfloat16".')
-        try:
-            import torchao.quantization  # noqa: F401
-        except ImportError as error:
-            raise ServingError(
-                'serving_precision = "int8" needs torchao: pip install "spacy-lsllama[int8]", '
-                "or set serving_precision = null."
-            ) from error
 
 
 def adapter_state(transformer: torch.nn.Module) -> Tuple[Tuple[int, int, int], ...]:
@@ -165,10 +156,6 @@ def build_inference_tree(
         for name, _ in list(tree.named_buffers(remove_duplicate=False)):
             adopt(tree, name, _training_tensor(base, name, "_buffers"), "_buffers")
     tree.eval()
-    if precision == "int8":
-        from torchao.quantization import Int8DynamicActivationInt8WeightConfig, quantize_
-
-        quantize_(tree, Int8DynamicActivationInt8WeightConfig())
     return tree
 
 

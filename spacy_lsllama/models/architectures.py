@@ -85,7 +85,7 @@ def LlamaTransformer(
     serving_precision: how predictions run outside training, chosen at load
         time (decoder/inference.py): null, the base's dtype with the LoRA
         deltas merged (the trained answers); "bfloat16" where the device
-        computes it natively; "int8" (torchao) on CPUs without it.
+        computes it natively (refused elsewhere), or "float32".
     """
     if not isinstance(max_batch_pieces, int) or max_batch_pieces < 1:
         raise SettingsError(f"max_batch_pieces must be a positive integer, got {max_batch_pieces!r}.")

@@ -108,3 +108,15 @@ def test_a_span_longer_than_max_length_is_reported(metaspace_model):
     nlp = transformer_only(metaspace_model, max_length=16)
     with pytest.warns(LongSpanWarning, match="max_length"):
         nlp(long_text(40))
+
+
+def test_rows_are_grouped_by_length_within_a_padding_slack_on_the_cpu_and_by_pieces_alone_on_a_gpu():
+    from spacy_lsllama.decoder.encoder import _calls
+
+    lengths = torch.tensor([3, 60, 0, 58, 4, 30, 57, 29])
+    cpu = [(rows.tolist(), longest) for rows, longest in _calls(lengths, 4096, bound_padding=True)]
+    assert cpu == [([1, 3, 6], 60), ([5, 7], 30), ([4, 0], 4)]  # the empty row 2 is left out
+    gpu = [(rows.tolist(), longest) for rows, longest in _calls(lengths, 4096, bound_padding=False)]
+    assert gpu == [([1, 3, 6, 5, 7, 4, 0], 60)]
+    capped = [(rows.tolist(), longest) for rows, longest in _calls(lengths, 120, bound_padding=False)]
+    assert capped == [([1, 3], 60), ([6, 5], 57), ([7, 4, 0], 29)]

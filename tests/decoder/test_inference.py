@@ -208,7 +208,7 @@ def test_bfloat16_serving_runs_a_bfloat16_tree_close_to_the_trained_answers(save
 
 def test_bfloat16_serving_is_refused_where_it_would_be_slow(saved_pipeline, monkeypatch):
     monkeypatch.setattr("spacy_lsllama.decoder.inference.bfloat16_is_native", lambda device: False)
-    with pytest.raises(ServingError, match="int8"):
+    with pytest.raises(ServingError, match="no native bfloat16"):
         load_with(saved_pipeline, serving_precision="bfloat16")
 
 

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from .errors import ApplyError
-from .writers import SUFFIXES, TEMPORARY_MARK, WRITERS, read_rows, write_atomically
+from ..persistence.atomic import TEMPORARY_MARK, write_file_atomically
+from .writers import SUFFIXES, WRITERS, read_rows
 
 MANIFEST = "apply.json"
 DOCS = "docs"
@@ -64,8 +65,8 @@ class OutputFolder:
         """Write shard `index`: its DocBin first (when asked for), its rows
         last, since the rows file is the shard's completion mark."""
         if docbin is not None:
-            write_atomically(self.docbin_path(index), docbin.to_disk)
-        write_atomically(self.part_path(index), lambda path: WRITERS[self.output_format](rows, path))
+            write_file_atomically(self.docbin_path(index), docbin.to_disk)
+        write_file_atomically(self.part_path(index), lambda path: WRITERS[self.output_format](rows, path))
 
     def prepare(self, manifest: Dict[str, Any]) -> None:
         """Create the folder for a new run, or check that an existing one holds
@@ -85,7 +86,7 @@ class OutputFolder:
             raise ApplyError(f"{path} is not empty and was not written by apply (it has no {MANIFEST}). Choose a new output folder.")
         else:
             path.mkdir(parents=True, exist_ok=True)
-            write_atomically(path / MANIFEST, lambda temporary: temporary.write_text(json.dumps(manifest, indent=2)))
+            write_file_atomically(path / MANIFEST, lambda temporary: temporary.write_text(json.dumps(manifest, indent=2)))
         if self.docbin:
             (path / DOCS).mkdir(exist_ok=True)
         for folder in (path, path / DOCS):

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from ..decoder.identity import why_a_path
 from .annotate import ShardResult, annotate_shard
 from .errors import ApplyError, find_apply_error
 from .output import OutputFolder
@@ -87,11 +88,6 @@ def node_description() -> str:
     return f"Ray node {ray.get_runtime_context().get_node_id()} ({socket.gethostname()})"
 
 
-def looks_like_path(name: str) -> bool:
-    """A name that can only be a path (hub ids are `org/name`), as the loader tells them apart."""
-    return name.startswith(("/", ".", "~")) or "\\" in name or name.count("/") > 1
-
-
 def configure_torch_threads() -> int:
     """One torch thread per CPU Ray gave this actor (Ray already sets
     OMP_NUM_THREADS from it; torch may have read it before, so set it again)."""
@@ -140,12 +136,12 @@ class ShardAnnotator:
         from .pipeline import load_pipeline
 
         job = self.job
-        if job.base is not None and looks_like_path(job.base) and not Path(job.base).exists():
+        if job.base is not None and why_a_path(job.base) is not None and not Path(job.base).exists():
             raise ApplyError(
                 f"The base model {job.base} (--base) does not exist on {self.where}. Put a copy of the "
                 "base at that path on every node, or pass --base with a path that exists on all of them."
             )
-        if looks_like_path(job.pipeline) and not Path(job.pipeline).exists():
+        if why_a_path(job.pipeline) is not None and not Path(job.pipeline).exists():
             raise ApplyError(f"Pipeline {job.pipeline} does not exist on {self.where}: {shared_storage('the pipeline')}")
         if not Path(job.output.path).is_dir():
             raise ApplyError(f"Output folder {job.output.path} does not exist on {self.where}: {shared_storage('OUTPUT')}")

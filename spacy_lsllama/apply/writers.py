@@ -11,13 +11,11 @@ One row per input record:
 Parquet (`ents` a list of structs, `cats` a map from label to float64, so a
 pipeline without a text classifier still has a valid, empty `cats`).
 
-Every file is written atomically: into a hidden temporary file beside its final
-name, flushed to disk, then renamed over it. A reader therefore sees a
-complete file or none, however the writer dies.
+Every file is written atomically (persistence/atomic.py): into a hidden
+temporary file beside its final name, flushed to disk, then renamed over it.
+A reader therefore sees a complete file or none, however the writer dies.
 """
 import json
-import os
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Dict, List
 
@@ -25,7 +23,6 @@ from .errors import ApplyError
 from .readers import require_pyarrow_parquet
 
 SUFFIXES = {"jsonl": ".jsonl", "parquet": ".parquet"}
-TEMPORARY_MARK = ".tmp-"
 
 
 def result_row(source: str, record_id: Any, doc) -> Dict[str, Any]:
@@ -37,27 +34,6 @@ def result_row(source: str, record_id: Any, doc) -> Dict[str, Any]:
         "ents": [{"start": ent.start_char, "end": ent.end_char, "label": ent.label_} for ent in doc.ents],
         "cats": {label: float(score) for label, score in doc.cats.items()},
     }
-
-
-def temporary_path(final: Path) -> Path:
-    """A unique hidden name beside `final`: attempts of the same shard (a
-    retried Ray task, a second run) never write into each other's file."""
-    return final.parent / f".{final.name}{TEMPORARY_MARK}{uuid.uuid4().hex}"
-
-
-def write_atomically(final: Path, write: Callable[[Path], None]) -> None:
-    """Write `final` through `write(temporary)` and a rename. os.replace is
-    atomic within a filesystem, so `final` is the old file or the new one,
-    never a part of either."""
-    temporary = temporary_path(final)
-    try:
-        write(temporary)
-        with open(temporary, "rb+") as file_:
-            os.fsync(file_.fileno())
-        os.replace(temporary, final)
-    finally:
-        if temporary.exists():
-            temporary.unlink()
 
 
 def write_jsonl(rows: List[Dict[str, Any]], path: Path) -> None:

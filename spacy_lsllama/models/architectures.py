@@ -6,7 +6,6 @@ broadcasts to `TransformerListener` layers in `textcat`, `textcat_multilabel`
 and `ner`. Label supervision (LS-LLaMA) is then just spaCy's own heads trained
 on the decoder's final hidden states with cross-entropy.
 """
-import os
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
@@ -22,6 +21,7 @@ from transformers.modeling_outputs import BaseModelOutput
 from ..tokenizers.alignment import align_spans
 from .listeners import replace_listener, replace_listener_cfg
 from ..decoder.inference import ServingSettings
+from ..persistence.atomic import write_file_atomically
 from ..decoder.settings import LlamaSettings, LoraSettings, QuantizationSettings, SettingsError
 from ..decoder.shim import LlamaShim, find_decoder_shim
 from ..tokenizers.tokenization import encode_spans
@@ -232,11 +232,8 @@ class LlamaTransformerModel(Model):
     (or none), never a truncated one."""
 
     def to_disk(self, path: Union[str, Path]) -> None:
-        path = Path(path)
         data = self.to_bytes()
-        partial = path.with_name(path.name + ".partial")
-        partial.write_bytes(data)
-        os.replace(partial, path)
+        write_file_atomically(Path(path), lambda temporary: temporary.write_bytes(data))
 
 
 def init(model: Model, X: Optional[List[Doc]] = None, Y=None) -> None:

@@ -30,7 +30,6 @@ the component is garbage collected or loads another decoder. Like any msgpack
 field, the bytes are limited to 4 GiB per component.
 """
 import dataclasses
-import os
 import shutil
 import tempfile
 import weakref
@@ -48,6 +47,7 @@ from thinc.api import Model
 
 from ..decoder.loading import BaseModelError, trust_at_load_time
 from ..decoder.settings import SettingsError
+from .atomic import write_folder_atomically
 
 FACTORY = "lsllama_merged_transformer"
 BASE_FOLDER = "base"
@@ -93,22 +93,15 @@ def write_base(folder: Path, transformer, tokenizer) -> None:
     the decoder (without LM head) as safetensors, and the tokenizer with the pad
     token and padding side spacy-lsllama gave it.
 
-    The folder is written beside the target and moved over it, so a save that
-    fails leaves the previous folder intact, never a mix of old and new shards."""
-    folder = Path(folder)
-    partial = folder.with_name(folder.name + ".partial")
-    previous = folder.with_name(folder.name + ".previous")
-    for leftover in (partial, previous):
-        if leftover.exists():
-            shutil.rmtree(leftover)
-    partial.mkdir(parents=True)
-    transformer.save_pretrained(partial, safe_serialization=True)
-    tokenizer.save_pretrained(partial)
-    if folder.exists():
-        os.replace(folder, previous)
-    os.replace(partial, folder)
-    if previous.exists():
-        shutil.rmtree(previous)
+    The folder is written beside the target and swapped in (atomic.py), so a
+    save that fails leaves the previous folder intact, never a mix of old and
+    new shards."""
+
+    def write(staging: Path) -> None:
+        transformer.save_pretrained(staging, safe_serialization=True)
+        tokenizer.save_pretrained(staging)
+
+    write_folder_atomically(Path(folder), write)
 
 
 # The temporary base folders of components restored with from_bytes, each

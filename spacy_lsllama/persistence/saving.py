@@ -30,6 +30,8 @@ from typing import Any, Callable, Iterable, Type, Union, cast
 from spacy.language import Language
 from spacy.util import SimpleFrozenList, registry
 
+from .atomic import swap_in
+
 
 @registry.callbacks("spacy-lsllama.atomic_to_disk.v1")
 def create_atomic_to_disk() -> Callable[[Language], Language]:
@@ -103,13 +105,7 @@ def save_atomically(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
-    if not path.exists():
-        os.rename(staging, path)
-        return
-    retired = path.with_name(f".{path.name}.old-{token}")
-    os.rename(path, retired)
-    os.rename(staging, path)
-    shutil.rmtree(retired, ignore_errors=True)
+    swap_in(staging, path)
 
 
 def follow_symlink(path: Path) -> Path:

@@ -18,6 +18,7 @@ import bench_accuracy  # noqa: E402
 import bench_inference  # noqa: E402
 import bench_memory  # noqa: E402
 import bench_ner_heads  # noqa: E402
+import bench_serving  # noqa: E402
 import bench_training  # noqa: E402
 
 pytestmark = pytest.mark.slow
@@ -180,3 +181,28 @@ def test_ner_heads_benchmark_trains_packages_and_times_both_heads(tiny_model_dir
         assert block["speed"][run["system"]]["ner_words_per_second"] > 0
     assert block["speed"]["linear"]["pipeline_speed_vs_transition"] > 0
     assert "linear tagger" in output.with_suffix(".md").read_text(encoding="utf8")
+
+
+def test_serving_benchmark(tiny_model_dirs, tmp_path):
+    """Every system runs on tiny trained pipelines and every figure is recorded."""
+    from pipelines import train_pipeline, write_corpus
+
+    model = tiny_model_dirs["byte_level"]
+    train_pipeline(model, steps=2).to_disk(tmp_path / "textcat")
+    train_pipeline(model, steps=2, bidirectional=True).to_disk(tmp_path / "ner")
+    corpus = write_corpus(tmp_path / "test.spacy")
+    output = tmp_path / "serving.json"
+    bench_serving.main(
+        ["--textcat", str(tmp_path / "textcat"), "--textcat-test", str(corpus), "--ner", str(tmp_path / "ner")]
+        + ["--ner-test", str(corpus), "--timed-docs", "4", "--repeats", "1", "--output", str(output)]
+    )
+    result = read(output)
+    assert result["machine"]["relevant_flags"] is not None
+    for task in ("textcat", "ner"):
+        entry = result["tasks"][task]
+        for batch in ("1", str(entry["default_batch"])):
+            assert set(entry["batches"][batch]) == set(result["systems"])
+            assert entry["batches"][batch]["plain"]["ratio_to_plain"] == 1.0
+        assert entry["scores"]["pipeline"]["largest_cats_difference_to_training_form"] < 1e-4
+        assert entry["scores"]["pipeline"]["entities_identical_to_training_form"]
+        assert all(rss > 0 for rss in entry["peak_rss_gb"].values())

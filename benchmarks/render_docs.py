@@ -1,0 +1,111 @@
+"""Write the benchmark tables of the docs from the result files, never by hand.
+
+Each table lives between `<!-- NAME-table -->` and `<!-- /NAME-table -->` in a
+page of docs/ (or the README); this script replaces what is between them with
+a table rendered from `benchmarks/results/NAME.json`.
+
+    python benchmarks/render_docs.py            # rewrite every marked table
+    python benchmarks/render_docs.py --check    # fail if a table is out of date
+"""
+import argparse
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any, Callable, Dict, List
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "benchmarks" / "results"
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+SYSTEM_NAMES = {
+    "plain": "plain loop: transformers + peft, unmerged, input order, float32",
+    "plain-tuned": "plain loop, hand-optimized: LoRA merged, sorted by length",
+    "pipeline": "**`nlp.pipe`, default** (inference form, float32)",
+    "pipeline-bfloat16": '**`nlp.pipe`, `serving_precision = "bfloat16"`**',
+    "minilm": "all-MiniLM-L6-v2 pipeline (spacy-transformers)",
+    "cnn": "spaCy CNN pipeline (tok2vec)",
+}
+
+
+def serving_table(result: Dict[str, Any]) -> str:
+    machine = result["machine"]
+    cpu = next((line.split(":", 1)[1].strip() for line in machine["lscpu"].splitlines() if "Model name" in line), "?")
+    lines: List[str] = [
+        f"Measured {machine['date'][:10]} on {cpu}, {machine['nproc']} cores, torch threads "
+        f"{machine['torch_threads']}; CPU flags: {', '.join(machine['relevant_flags'])} (bfloat16 native: "
+        f"{machine['bfloat16_native']}). Command: `{machine['command']}`. Ratios are to the plain loop, "
+        "taken repeat by repeat in one process (median); words/s are medians.",
+        "",
+    ]
+    for task, entry in result["tasks"].items():
+        batch = str(entry["default_batch"])
+        scores = entry.get("scores", {})
+        memory = entry.get("peak_rss_gb", {})
+        metric = "ents_f" if task == "ner" else "cats_macro_f"
+        lines += [
+            f"**{task}** ({entry['timed_docs']} test docs, {entry['timed_words']} words timed)",
+            "",
+            f"| system | words/s, batch {batch} | × plain | words/s, batch 1 | × plain | peak RSS | test score |",
+            "|---|---:|---:|---:|---:|---:|---:|",
+        ]
+        for name in result["systems"]:
+            at_batch, at_one = entry["batches"][batch][name], entry["batches"]["1"][name]
+            score = scores.get(name, {}).get(metric)
+            if score is None and name in ("plain", "plain-tuned"):
+                score_text = "as `nlp.pipe` (same model)"
+            elif score is None:
+                score_text = "see benchmarks.md"
+            else:
+                score_text = f"{100 * score:.1f}"
+            rss = memory.get(name)
+            lines.append(
+                f"| {SYSTEM_NAMES.get(name, name)} | {at_batch['words_per_second']:.0f} | "
+                f"{at_batch['ratio_to_plain']:.2f} | {at_one['words_per_second']:.0f} | {at_one['ratio_to_plain']:.2f} | "
+                f"{'' if rss is None else f'{rss:.2f} GB'} | {score_text} |"
+            )
+        for name, row in scores.items():
+            lines.append("")
+            lines.append(
+                f"`{name}` against the training form (the peft model, unmerged) on the whole test set: largest "
+                f"score difference {row['largest_cats_difference_to_training_form']:.1e}, entities identical: "
+                f"{row['entities_identical_to_training_form']}."
+            )
+        lines.append("")
+    return "\n".join(lines).rstrip()
+
+
+RENDERERS: Dict[str, Callable[[Dict[str, Any]], str]] = {"serving": serving_table}
+
+
+def render(text: str) -> str:
+    for name, renderer in RENDERERS.items():
+        path = RESULTS / f"{name}.json"
+        if not path.exists():
+            continue
+        table = renderer(json.loads(path.read_text()))
+        pattern = re.compile(rf"(<!-- {name}-table -->\n).*?(<!-- /{name}-table -->)", re.S)
+        text = pattern.sub(lambda match: f"{match.group(1)}{table}\n{match.group(2)}", text)
+    return text
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="only check that every table is up to date")
+    args = parser.parse_args(argv)
+    stale = []
+    for page in PAGES:
+        text = page.read_text()
+        rendered = render(text)
+        if rendered != text:
+            stale.append(page)
+            if not args.check:
+                page.write_text(rendered)
+    if args.check and stale:
+        print(f"Out of date: {', '.join(str(page.relative_to(ROOT)) for page in stale)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -25,6 +25,7 @@ from ..persistence.atomic import write_file_atomically
 from ..decoder.settings import LlamaSettings, LoraSettings, QuantizationSettings, SettingsError
 from ..decoder.shim import LlamaShim, find_decoder_shim
 from ..tokenizers.tokenization import encode_spans
+from .versions import older_version
 
 # v1's default spans: windows of 128 tokens every 96.
 V1_WINDOW = 128
@@ -134,94 +135,40 @@ def LlamaTransformer(
     )
 
 
-@registry.architectures("spacy-lsllama.LlamaTransformer.v2")
-def LlamaTransformerWithoutServingPrecision(
-    name: str,
-    get_spans: Optional[Callable[[List[Doc]], List[List[Span]]]] = None,
-    tokenizer_config: Dict[str, Any] = {},
-    lora: Optional[Dict[str, Any]] = {},
-    dtype: str = "float32",
-    quantization: Union[None, str, Dict[str, Any]] = None,
-    bidirectional: bool = False,
-    attn_implementation: Optional[str] = None,
-    max_length: Optional[int] = None,
-    revision: Optional[str] = None,
-    gradient_checkpointing: bool = False,
-    mixed_precision: bool = False,
-    grad_scaler_config: Dict[str, Any] = {},
-    trust_remote_code: bool = False,
-    share_base: bool = True,
-    max_batch_pieces: int = DEFAULT_MAX_BATCH_PIECES,
-) -> Model[List[Doc], FullTransformerBatch]:
-    """v2 of `spacy-lsllama.LlamaTransformer`, kept for the pipelines trained
+def _windowed_by_default(settings: Dict[str, Any]) -> Dict[str, Any]:
+    if settings["get_spans"] is None:
+        settings["get_spans"] = configure_strided_spans(V1_WINDOW, V1_STRIDE)
+    return settings
+
+
+LlamaTransformerWithoutServingPrecision = registry.architectures(
+    "spacy-lsllama.LlamaTransformer.v2",
+    func=older_version(
+        LlamaTransformer,
+        name="LlamaTransformerWithoutServingPrecision",
+        without=["serving_precision"],
+        doc="""v2 of `spacy-lsllama.LlamaTransformer`, kept for the pipelines trained
     with it: v3 without `serving_precision`, so it serves in the base's dtype
     (LoRA merged, as v3 by default). To serve such a pipeline in bfloat16,
-    load it as v3: spacy.load(path, config={"components.transformer.model.
-    @architectures": "spacy-lsllama.LlamaTransformer.v3", "components.
-    transformer.model.serving_precision": "bfloat16"})."""
-    return LlamaTransformer(
-        name=name,
-        get_spans=get_spans,
-        tokenizer_config=tokenizer_config,
-        lora=lora,
-        dtype=dtype,
-        quantization=quantization,
-        bidirectional=bidirectional,
-        attn_implementation=attn_implementation,
-        max_length=max_length,
-        revision=revision,
-        gradient_checkpointing=gradient_checkpointing,
-        mixed_precision=mixed_precision,
-        grad_scaler_config=grad_scaler_config,
-        trust_remote_code=trust_remote_code,
-        share_base=share_base,
-        max_batch_pieces=max_batch_pieces,
-    )
+    load it as v3 (see docs/serving.md).""",
+    ),
+)
 
-
-@registry.architectures("spacy-lsllama.LlamaTransformer.v1")
-def WindowedLlamaTransformer(
-    name: str,
-    get_spans: Optional[Callable[[List[Doc]], List[List[Span]]]] = None,
-    tokenizer_config: Dict[str, Any] = {},
-    lora: Optional[Dict[str, Any]] = {},
-    dtype: str = "float32",
-    quantization: Union[None, str, Dict[str, Any]] = None,
-    bidirectional: bool = False,
-    attn_implementation: Optional[str] = None,
-    max_length: Optional[int] = None,
-    revision: Optional[str] = None,
-    gradient_checkpointing: bool = False,
-    mixed_precision: bool = False,
-    grad_scaler_config: Dict[str, Any] = {},
-    trust_remote_code: bool = False,
-    share_base: bool = True,
-) -> Model[List[Doc], FullTransformerBatch]:
-    """v1 of `spacy-lsllama.LlamaTransformer`, kept for the pipelines trained
+WindowedLlamaTransformer = registry.architectures(
+    "spacy-lsllama.LlamaTransformer.v1",
+    func=older_version(
+        LlamaTransformer,
+        name="WindowedLlamaTransformer",
+        without=["max_batch_pieces", "serving_precision"],
+        adjust=_windowed_by_default,
+        doc="""v1 of `spacy-lsllama.LlamaTransformer`, kept for the pipelines trained
     with it: by default each doc is read in strided windows of 128 tokens every
     96, so a causal classifier's last token sees only a doc's last window.
     v2 reads whole docs and takes `max_batch_pieces`; v3 adds
     `serving_precision`. All cap each decoder call at the default number of
-    pieces and serve in the base's dtype by default."""
-    if get_spans is None:
-        get_spans = configure_strided_spans(V1_WINDOW, V1_STRIDE)
-    return LlamaTransformer(
-        name=name,
-        get_spans=get_spans,
-        tokenizer_config=tokenizer_config,
-        lora=lora,
-        dtype=dtype,
-        quantization=quantization,
-        bidirectional=bidirectional,
-        attn_implementation=attn_implementation,
-        max_length=max_length,
-        revision=revision,
-        gradient_checkpointing=gradient_checkpointing,
-        mixed_precision=mixed_precision,
-        grad_scaler_config=grad_scaler_config,
-        trust_remote_code=trust_remote_code,
-        share_base=share_base,
-    )
+    pieces and serve in the base's dtype by default.""",
+    ),
+)
 
 
 class LlamaTransformerModel(Model):

@@ -22,6 +22,7 @@ from thinc.types import Floats2d, Ragged
 
 from .architectures import DEFAULT_MAX_BATCH_PIECES, LlamaTransformer
 from .listeners import replace_listener
+from .versions import older_version
 
 
 @registry.architectures("spacy-lsllama.Tok2VecLlamaTransformer.v2")
@@ -75,46 +76,13 @@ def Tok2VecLlamaTransformer(
     return chain(replace_listener(transformer), trfs2arrays(pooling, grad_factor))
 
 
-@registry.architectures("spacy-lsllama.Tok2VecLlamaTransformer.v1")
-def Tok2VecLlamaTransformerWithoutServingPrecision(
-    name: str,
-    pooling: Model[Ragged, Floats2d],
-    grad_factor: float = 1.0,
-    get_spans: Optional[Callable[[List[Doc]], List[List[Span]]]] = None,
-    tokenizer_config: Dict[str, Any] = {},
-    lora: Optional[Dict[str, Any]] = {},
-    dtype: str = "float32",
-    quantization: Union[None, str, Dict[str, Any]] = None,
-    bidirectional: bool = False,
-    attn_implementation: Optional[str] = None,
-    max_length: Optional[int] = None,
-    revision: Optional[str] = None,
-    gradient_checkpointing: bool = False,
-    mixed_precision: bool = False,
-    grad_scaler_config: Dict[str, Any] = {},
-    trust_remote_code: bool = False,
-    share_base: bool = True,
-    max_batch_pieces: int = DEFAULT_MAX_BATCH_PIECES,
-) -> Model[List[Doc], List[Floats2d]]:
-    """v1 of `spacy-lsllama.Tok2VecLlamaTransformer`, kept for the pipelines
-    saved with it: v2 without `serving_precision`."""
-    return Tok2VecLlamaTransformer(
-        name=name,
-        pooling=pooling,
-        grad_factor=grad_factor,
-        get_spans=get_spans,
-        tokenizer_config=tokenizer_config,
-        lora=lora,
-        dtype=dtype,
-        quantization=quantization,
-        bidirectional=bidirectional,
-        attn_implementation=attn_implementation,
-        max_length=max_length,
-        revision=revision,
-        gradient_checkpointing=gradient_checkpointing,
-        mixed_precision=mixed_precision,
-        grad_scaler_config=grad_scaler_config,
-        trust_remote_code=trust_remote_code,
-        share_base=share_base,
-        max_batch_pieces=max_batch_pieces,
-    )
+Tok2VecLlamaTransformerWithoutServingPrecision = registry.architectures(
+    "spacy-lsllama.Tok2VecLlamaTransformer.v1",
+    func=older_version(
+        Tok2VecLlamaTransformer,
+        name="Tok2VecLlamaTransformerWithoutServingPrecision",
+        without=["serving_precision"],
+        doc="""v1 of `spacy-lsllama.Tok2VecLlamaTransformer`, kept for the pipelines
+    saved with it: v2 without `serving_precision`.""",
+    ),
+)

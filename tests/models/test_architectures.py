@@ -196,3 +196,18 @@ def test_ner_on_a_long_doc_does_not_depend_on_the_call_size(metaspace_model):
     nlp.get_pipe("transformer").model.layers[0].shims[0].encoder.max_batch_pieces = 10**9
     whole = nlp(text)
     assert [(e.start, e.end, e.label_) for e in capped.ents] == [(e.start, e.end, e.label_) for e in whole.ents]
+
+
+@pytest.mark.parametrize(
+    "architecture,added",
+    [
+        ("spacy-lsllama.LlamaTransformer.v2", {"serving_precision": "bfloat16"}),
+        ("spacy-lsllama.LlamaTransformer.v1", {"max_batch_pieces": 128}),
+    ],
+)
+def test_a_released_version_refuses_the_settings_added_after_it(metaspace_model, architecture, added):
+    from thinc.api import ConfigValidationError
+
+    nlp = spacy.blank("en")
+    with pytest.raises(ConfigValidationError, match=next(iter(added))):
+        nlp.add_pipe("transformer", config={"model": {"@architectures": architecture, "name": str(metaspace_model), **added}})

@@ -17,10 +17,9 @@ from ._util import ARCHITECTURE, CommandError, reports_errors, split_list
 TASKS = ("ner", "textcat", "textcat_multilabel")
 QUANTIZATIONS = ("4bit", "8bit")
 # The NER head on the shared decoder: spaCy's transition-based `ner`, or
-# LS-unLLaMA's linear token tagger (`lsllama_ner`). On the CPU the linear head
-# won on dev at equal steps (benchmarks/bench_ner_heads.py, SmolLM2-135M,
-# CoNLL-2003, 300 steps: see benchmarks/RESULTS.md); the GPU (7B) default
-# stays spaCy's, which no run has compared there.
+# LS-unLLaMA's linear token tagger (`lsllama_ner`). The CPU default is the head
+# that won on dev at equal steps, the GPU (7B) default spaCy's, which no run has
+# compared there (benchmarks/RESULTS.md, "NER heads").
 NER_HEADS = ("transition", "linear")
 DEFAULT_NER_HEADS = {"cpu": "linear", "gpu": "transition"}
 
@@ -35,8 +34,7 @@ GPU_SCHEDULES = {
 # The paper trains with lr 1e-4, and 5e-5 for the causal sequence classifier
 # (LS-LLaMA), with LoRA on q_proj and v_proj. The CPU configs train small models
 # for a few hundred steps at higher rates. A small model's NER needs LoRA on
-# every linear layer (SmolLM2-135M, CoNLL-2003: 77.0 test F1 against 69.4 with
-# q_proj/v_proj), which was best on dev at lr 1e-3 of 1e-3, 2e-3 and 4e-3
+# every linear layer, at the learning rate that was best on dev
 # (benchmarks/RESULTS.md).
 # The targets are written by role, so that a config fits any decoder family; they
 # resolve when the model loads (spacy_lsllama/lora_targets.py): null is the
@@ -309,8 +307,8 @@ def linear_NER(bidirectional: bool) -> Dict[str, Any]:
 def NER(bidirectional: bool) -> Dict[str, Any]:
     """Under bidirectional attention (LS-unLLaMA) the head labels the first piece
     of each word, as the paper. A causal decoder's first piece has not seen the
-    rest of its word; its last piece has, and labels better: CoNLL-2003 test F1
-    48.1 with the first piece, 61.5 with the last (benchmarks/RESULTS.md)."""
+    rest of its word; its last piece has, and labels better (benchmarks/RESULTS.md,
+    pooling ablations)."""
     from ..heads.pooling import listener_config  # imports torch: not at CLI start-up
 
     return {

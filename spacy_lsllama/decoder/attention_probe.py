@@ -24,10 +24,9 @@ the layer's outputs:
 Unchanged means bit-identical up to one unit in the last place, which
 causal attention gives exactly, in any dtype. The probe costs one forward
 pass of the two rows plus one more call of each layer on them: about two
-forward passes (0.2-0.3 s for SmolLM2-135M on a busy 2-core CPU, where one
-forward pass of the rows took 0.1 s). Sliding windows longer than the probe
-are not probed; transformers' 4D masks replace them (measured on Mistral,
-Gemma-2 and Gemma-3, whose windows the tests set shorter than the probe).
+forward passes, once per loaded base. Sliding windows longer than the probe
+are not probed; transformers' 4D masks replace them (the tests set the
+windows of Mistral, Gemma-2 and Gemma-3 shorter than the probe).
 """
 import weakref
 from contextlib import contextmanager

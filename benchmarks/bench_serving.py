@@ -32,7 +32,6 @@ system is measured in a fresh process of its own.
 """
 import argparse
 import json
-import resource
 import subprocess
 import sys
 from pathlib import Path
@@ -136,7 +135,6 @@ def spacy_runner(nlp) -> Callable[[List[str], int], None]:
 
 def baseline_pipeline(kind: str, task: str, docs, minilm: Optional[Path]):
     """An initialized MiniLM or CNN pipeline from benchmarks/configs (speed only)."""
-    import spacy
     from spacy.training import Example
     from spacy.util import load_config, load_model_from_config
 
@@ -177,25 +175,22 @@ def scores(task: str, args, docs) -> Dict[str, Any]:
     are from the training form's (the peft model, unmerged)."""
     from spacy.training import Example
 
-    from spacy_lsllama.decoder.shim import LlamaShim, find_decoder_shim
+    from spacy_lsllama.decoder.shim import LlamaShim
 
     pipeline_path = Path(getattr(args, task))
     result: Dict[str, Any] = {}
     nlp = load_pipeline(pipeline_path, None)
-    shim = find_decoder_shim(nlp.get_pipe("transformer").model)
     original = LlamaShim.inference_encoder
     LlamaShim.inference_encoder = lambda self: self.encoder  # the training form, as before the inference form
     try:
         reference = list(nlp.pipe([doc.text for doc in docs]))
     finally:
         LlamaShim.inference_encoder = original
-    del shim
     for mode, precision in PIPELINE_MODES.items():
         if mode not in args.systems_run:
             continue
         nlp = load_pipeline(pipeline_path, precision)
         predicted = list(nlp.pipe([doc.text for doc in docs]))
-        examples = [Example(pred, gold) for pred, gold in zip(predicted, docs)]
         metrics = nlp.evaluate([Example(nlp.make_doc(gold.text), gold) for gold in docs])
         largest_cats = max(
             (abs(a.cats[label] - b.cats[label]) for a, b in zip(predicted, reference) for label in a.cats), default=0.0
@@ -204,7 +199,6 @@ def scores(task: str, args, docs) -> Dict[str, Any]:
             [(e.start, e.end, e.label_) for e in a.ents] == [(e.start, e.end, e.label_) for e in b.ents]
             for a, b in zip(predicted, reference)
         )
-        del examples
         result[mode] = {
             "cats_macro_f": metrics.get("cats_macro_f"),
             "cats_score": metrics.get("cats_score"),
@@ -213,6 +207,16 @@ def scores(task: str, args, docs) -> Dict[str, Any]:
             "entities_identical_to_training_form": same_entities,
         }
     return result
+
+
+def peak_rss_gb() -> float:
+    """This process's peak resident memory. Read from VmHWM, not getrusage:
+    Linux carries ru_maxrss over an exec, so a process started from a large
+    parent would report the parent's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024**2
+    raise RuntimeError("no VmHWM in /proc/self/status (peak memory is measured on Linux)")
 
 
 def peak_memory(system: str, task: str, args) -> float:
@@ -231,6 +235,10 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--minilm", default=None, help="all-MiniLM-L6-v2 HF folder (omit to skip it)")
     parser.add_argument("--timed-docs", type=int, default=128, help="docs per timed pass (from the test set's start)")
     parser.add_argument("--scored-docs", type=int, default=0, help="docs scored per mode (0: the whole test set)")
+    parser.add_argument(
+        "--batch-size", type=int, default=0,
+        help="the batch besides 1 (0: the pipeline's [nlp] batch_size, what nlp.pipe uses by default)",
+    )
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
     parser.add_argument("--skip-memory", action="store_true")
@@ -241,6 +249,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     args.passthrough = [
         "--textcat", args.textcat, "--textcat-test", args.textcat_test, "--ner", args.ner,
         "--ner-test", args.ner_test, "--timed-docs", str(args.timed_docs), "--threads", str(args.threads),
+        "--batch-size", str(args.batch_size),
         *(["--minilm", args.minilm] if args.minilm else []),
     ]  # fmt: skip
 
@@ -252,7 +261,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         docs = read_docs(Path(getattr(args, f"{args.memory_task}_test")), args.timed_docs)
         run = build_system(args.memory_of, args.memory_task, args, docs)
         run([doc.text for doc in docs], load_pipeline_batch_size(args, args.memory_task))
-        print(json.dumps({"max_rss_gb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024**2}))
+        print(json.dumps({"max_rss_gb": peak_rss_gb()}))
         return {}
 
     names = systems_available(args)
@@ -313,6 +322,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
 def load_pipeline_batch_size(args, task: str) -> int:
     from spacy.util import load_config
 
+    if args.batch_size:
+        return args.batch_size
     return int(load_config(Path(getattr(args, task)) / "config.cfg", interpolate=False)["nlp"]["batch_size"])
 
 

@@ -24,12 +24,16 @@ Memory is an estimate of what the tensors take, not of a process (add about
 """
 import json
 from dataclasses import asdict, dataclass
-from typing import Dict, List, Optional, Sequence
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import typer
 from wasabi import msg
 
+from ..decoder import defaults
 from ._util import CommandError, reports_errors, split_list
+
+# --lora-targets: None for the family's default, "all-linear", or layer names.
+TargetOption = Union[None, str, Tuple[str, ...]]
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
 FLOAT32 = 4
@@ -79,10 +83,17 @@ class MemoryEstimate:
 
 
 def load_config(model: str, revision: Optional[str] = None, trust_remote_code: bool = False):
+    """The base's config, found as the library finds a base: a path is a path
+    (never looked up on the hub), a hub id is read from the hub or its cache."""
     from transformers import AutoConfig
 
+    from ..decoder.identity import BaseModelError, locate_base
+
     try:
-        return AutoConfig.from_pretrained(model, revision=revision, trust_remote_code=trust_remote_code)
+        location = locate_base(model, revision)
+        return AutoConfig.from_pretrained(location.where, revision=revision, trust_remote_code=trust_remote_code)
+    except BaseModelError as error:
+        raise CommandError(str(error)) from error
     except (OSError, ValueError) as error:
         raise CommandError(
             f"Cannot read the config of {model!r}: {error}. Pass a local folder or a hub id that is "
@@ -91,34 +102,56 @@ def load_config(model: str, revision: Optional[str] = None, trust_remote_code: b
 
 
 def meta_model(config):
-    """The decoder built on the meta device: shapes only, no memory."""
+    """The decoder built on the meta device (shapes only, no memory), as the
+    library loads it: AutoModel, or the decoder of AutoModelForCausalLM."""
     import torch
-    from transformers import AutoModel
+    from transformers import AutoModel, AutoModelForCausalLM
+
+    from ..decoder.families import decoder_layers, decoder_of
 
     with torch.device("meta"):
-        return AutoModel.from_config(config)
+        model = AutoModel.from_config(config)
+        if decoder_layers(model) is None:
+            model = decoder_of(AutoModelForCausalLM.from_config(config)) or model
+    if decoder_layers(model) is None:
+        raise CommandError(f"Cannot find the decoder blocks of {type(model).__name__}: is {config.model_type} a decoder?")
+    return model
+
+
+def _in_out(module) -> Tuple[int, int]:
+    """(in_features, out_features) of a linear layer or a transformers Conv1D."""
+    if hasattr(module, "in_features"):
+        return module.in_features, module.out_features
+    rows, columns = module.weight.shape  # Conv1D stores its weight as (in, out)
+    return rows, columns
+
+
+def resolve_lora_targets(model, targets: TargetOption) -> Tuple[str, ...]:
+    """The layers that get adapters, resolved by the library's rule
+    (decoder/lora_targets.py): None for the family's default, "all-linear",
+    or layer names."""
+    from ..decoder.lora_targets import resolve_targets
+    from ..decoder.settings import SettingsError
+
+    try:
+        return resolve_targets(model, targets)
+    except SettingsError as error:
+        raise CommandError(str(error).replace("lora.target_modules", "--lora-targets")) from error
 
 
 def count_parameters(model, lora_r: int, target_modules: Sequence[str]) -> ParameterCounts:
     """Exact counts; `lora_r` 0 means full finetuning."""
-    import torch
+    from ..decoder.lora_targets import is_adaptable
 
     total = sum(parameter.numel() for parameter in model.parameters())
-    linears = {name: module for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
-    linear = sum(sum(p.numel() for p in module.parameters()) for module in linears.values())
-    rows = sum(module.out_features for module in linears.values())
+    adaptable = {name: module for name, module in model.named_modules() if is_adaptable(module)}
+    linear = sum(sum(p.numel() for p in module.parameters(recurse=False)) for module in adaptable.values())
+    rows = sum(_in_out(module)[1] for module in adaptable.values())
     if lora_r == 0:
         trainable = total
     else:
-        targets = [module for name, module in linears.items() if name.rsplit(".", 1)[-1] in target_modules]
-        found = {name.rsplit(".", 1)[-1] for name in linears}
-        missing = [target for target in target_modules if target not in found]
-        if missing:
-            raise CommandError(
-                f"--lora-targets {', '.join(missing)} are not linear layers of {type(model).__name__}; "
-                f"its linear layers are: {', '.join(sorted(found))}."
-            )
-        trainable = sum(lora_r * (module.in_features + module.out_features) for module in targets)
+        targets = [module for name, module in adaptable.items() if name.rsplit(".", 1)[-1] in target_modules]
+        trainable = sum(lora_r * sum(_in_out(module)) for module in targets)
     return ParameterCounts(
         total=total,
         linear=linear,
@@ -130,23 +163,25 @@ def count_parameters(model, lora_r: int, target_modules: Sequence[str]) -> Param
 
 
 def model_shape(config, model, target_modules: Sequence[str]) -> ModelShape:
-    import torch
+    from ..decoder.families import decoder_layers, text_config
+    from ..decoder.lora_targets import is_adaptable
 
-    layer = model.layers[0] if hasattr(model, "layers") else None
-    if layer is None:
-        raise CommandError(f"{type(model).__name__} has no `layers`: the estimate covers LLaMA-like decoders.")
+    layer = decoder_layers(model)[0]
     widths = tuple(
-        (module.in_features, module.out_features)
+        _in_out(module)
         for name, module in layer.named_modules()
-        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in target_modules
+        if is_adaptable(module) and name.rsplit(".", 1)[-1] in target_modules
     )
+    config = text_config(config)
+    hidden = config.hidden_size
     heads = config.num_attention_heads
-    head_dim = getattr(config, "head_dim", None) or config.hidden_size // heads
+    head_dim = getattr(config, "head_dim", None) or hidden // heads
     kv_heads = getattr(config, "num_key_value_heads", None) or heads
+    intermediate = getattr(config, "intermediate_size", None) or getattr(config, "n_inner", None) or 4 * hidden
     return ModelShape(
         layers=config.num_hidden_layers,
-        hidden=config.hidden_size,
-        intermediate=config.intermediate_size,
+        hidden=hidden,
+        intermediate=intermediate,
         heads=heads,
         kv_width=kv_heads * head_dim,
         lora_widths=widths,
@@ -160,8 +195,8 @@ def estimate_memory(
     dtype: str = "float32",
     quantization: Optional[str] = None,
     double_quant: bool = True,
-    lora_r: int = 12,
-    lora_dropout: float = 0.1,
+    lora_r: int = defaults.LORA_R,
+    lora_dropout: float = defaults.LORA_DROPOUT,
     batch_size: int = 8,
     seq_len: int = 64,
     attn_implementation: str = "sdpa",
@@ -217,9 +252,9 @@ def info(
     *,
     quantization: Optional[str] = None,
     dtype: str = "float32",
-    lora_r: int = 12,
-    lora_targets: Sequence[str] = ("q_proj", "v_proj"),
-    lora_dropout: float = 0.1,
+    lora_r: int = defaults.LORA_R,
+    lora_targets: TargetOption = defaults.LORA_TARGETS,
+    lora_dropout: float = defaults.LORA_DROPOUT,
     batch_size: int = 8,
     seq_len: int = 64,
     attn_implementation: str = "sdpa",
@@ -236,8 +271,9 @@ def info(
         raise CommandError(f"Unknown attention implementation {attn_implementation!r}: use eager, sdpa or flash_attention_2.")
     config = load_config(model, revision, trust_remote_code)
     decoder = meta_model(config)
-    counts = count_parameters(decoder, lora_r, lora_targets)
-    shape = model_shape(config, decoder, lora_targets)
+    targets = resolve_lora_targets(decoder, lora_targets) if lora_r > 0 else ()
+    counts = count_parameters(decoder, lora_r, targets)
+    shape = model_shape(config, decoder, targets)
     estimate = estimate_memory(
         counts,
         shape,
@@ -251,6 +287,7 @@ def info(
     )
     return {
         "model": model,
+        "lora_targets": list(targets),
         "parameters": {**asdict(counts), "all": counts.all},
         "shape": asdict(shape),
         "memory": asdict(estimate),
@@ -258,6 +295,15 @@ def info(
         "training_checkpointed": estimate.training(True),
         "inference": estimate.inference,
     }
+
+
+def target_option(value: str) -> TargetOption:
+    """--lora-targets as the library's setting: empty for the family's default."""
+    if not value.strip():
+        return None
+    if value.strip() == defaults.ALL_LINEAR:
+        return defaults.ALL_LINEAR
+    return tuple(split_list(value))
 
 
 def human(size: float) -> str:
@@ -273,8 +319,10 @@ def info_cli(
     model: str = typer.Option(..., "--model", "-m", help="Hub id or local folder of the base decoder (only its config is read)."),
     quantization: Optional[str] = typer.Option(None, "--quantization", "-q", help="4bit or 8bit (bitsandbytes); default: none."),
     dtype: str = typer.Option("float32", "--dtype", help="Weight and compute dtype: float32, bfloat16 or float16."),
-    lora_r: int = typer.Option(12, "--lora-r", help="LoRA rank; 0 for full finetuning."),
-    lora_targets: str = typer.Option("q_proj,v_proj", "--lora-targets", help="Comma-separated linear layers that get adapters."),
+    lora_r: int = typer.Option(defaults.LORA_R, "--lora-r", help="LoRA rank; 0 for full finetuning."),
+    lora_targets: str = typer.Option(
+        "", "--lora-targets", help=f'Comma-separated layers that get adapters, or "{defaults.ALL_LINEAR}"; default: the family\'s (q_proj,v_proj on LLaMA).'
+    ),
     batch_size: int = typer.Option(8, "--batch-size", "-b", help="Spans per batch."),
     seq_len: int = typer.Option(64, "--seq-len", "-l", help="Pieces per span (padded length)."),
     attn_implementation: str = typer.Option("sdpa", "--attn-implementation", help="eager keeps the attention probabilities for backward."),
@@ -288,7 +336,7 @@ def info_cli(
         quantization=quantization,
         dtype=dtype,
         lora_r=lora_r,
-        lora_targets=split_list(lora_targets),
+        lora_targets=target_option(lora_targets),
         batch_size=batch_size,
         seq_len=seq_len,
         attn_implementation=attn_implementation,

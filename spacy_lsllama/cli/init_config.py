@@ -12,6 +12,7 @@ from typing import Any, Dict, List, Optional, Sequence
 import typer
 from wasabi import msg
 
+from ..decoder import defaults
 from ._util import ARCHITECTURE, CommandError, reports_errors, split_list
 
 TASKS = ("ner", "textcat", "textcat_multilabel")
@@ -23,13 +24,16 @@ QUANTIZATIONS = ("4bit", "8bit")
 NER_HEADS = ("transition", "linear")
 DEFAULT_NER_HEADS = {"cpu": "linear", "gpu": "transition"}
 
+# `nlp_batch_size` is [nlp] batch_size: the docs `nlp.pipe` and evaluation hand the
+# transformer at once, 128 as in spacy-transformers' configs, so that rows can be
+# grouped by length (docs/serving.md); training batches are [training.batcher]'s.
 # The training schedules of the reference configs. On the CPU both tasks use the
 # small-scale schedule of configs/*-{causal,bidirectional}.cfg; on a GPU, that of
 # configs/llama2-7b-qlora-{textcat,ner}.cfg (NER's when the pipeline has a ner).
-CPU_SCHEDULE = {"nlp_batch_size": 32, "max_steps": 150, "eval_frequency": 50, "patience": 0, "warmup_steps": 15}
+CPU_SCHEDULE = {"nlp_batch_size": 128, "max_steps": 150, "eval_frequency": 50, "patience": 0, "warmup_steps": 15}
 GPU_SCHEDULES = {
-    "textcat": {"nlp_batch_size": 64, "words_per_batch": 300, "max_steps": 20000, "eval_frequency": 1000, "patience": 5000, "warmup_steps": 500},
-    "ner": {"nlp_batch_size": 64, "words_per_batch": 400, "max_steps": 5000, "eval_frequency": 500, "patience": 2000, "warmup_steps": 250},
+    "textcat": {"nlp_batch_size": 128, "words_per_batch": 300, "max_steps": 20000, "eval_frequency": 1000, "patience": 5000, "warmup_steps": 500},
+    "ner": {"nlp_batch_size": 128, "words_per_batch": 400, "max_steps": 5000, "eval_frequency": 500, "patience": 2000, "warmup_steps": 250},
 }
 # The paper trains with lr 1e-4, and 5e-5 for the causal sequence classifier
 # (LS-LLaMA), with LoRA on q_proj and v_proj. The CPU configs train small models
@@ -236,11 +240,11 @@ def transformer_component(
         "mixed_precision": False,
         "trust_remote_code": False,
         "get_spans": dict(WHOLE_DOC_SPANS if whole_docs else NER_SPANS),
-        "max_batch_pieces": 4096,
+        "max_batch_pieces": defaults.MAX_BATCH_PIECES,
         # null: predictions run in the base's dtype with the LoRA deltas merged
         # (the trained answers); "bfloat16" can be chosen at load time.
         "serving_precision": None,
-        "lora": {"r": 12, "alpha": 32, "dropout": 0.1, "target_modules": lora_targets},
+        "lora": {"r": defaults.LORA_R, "alpha": defaults.LORA_ALPHA, "dropout": defaults.LORA_DROPOUT, "target_modules": lora_targets},
         "tokenizer_config": {},
         "grad_scaler_config": {},
     }

@@ -19,15 +19,9 @@ ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 QUANTIZATION_BITS = {"4bit": 4, "8bit": 8}
 QUANT_TYPES = ("nf4", "fp4")
 
-# The paper's reference hyperparameters (arXiv 2310.01208, section 4).
-DEFAULT_LORA_R = 12
-DEFAULT_LORA_ALPHA = 32
-DEFAULT_LORA_DROPOUT = 0.1
-# null: the family's default targets, resolved when the model loads
-# (lora_targets.py): q_proj and v_proj on LLaMA, the paper's.
-DEFAULT_LORA_TARGETS = None
-# Every linear layer of the decoder blocks, resolved when the model loads.
-ALL_LINEAR = "all-linear"
+from .defaults import ALL_LINEAR, LORA_ALPHA, LORA_DROPOUT, LORA_R, LORA_TARGETS
+
+__all__ = ["ALL_LINEAR"]  # lora_targets.py reads it from here
 
 
 class SettingsError(ValueError):
@@ -42,10 +36,10 @@ class LoraSettings:
     or ALL_LINEAR. The symbols are resolved to names when the model loads
     (lora_targets.resolve_targets), and a loaded model's settings hold names."""
 
-    r: int = DEFAULT_LORA_R
-    alpha: float = DEFAULT_LORA_ALPHA
-    dropout: float = DEFAULT_LORA_DROPOUT
-    target_modules: Union[None, str, Tuple[str, ...]] = DEFAULT_LORA_TARGETS
+    r: int = LORA_R
+    alpha: float = LORA_ALPHA
+    dropout: float = LORA_DROPOUT
+    target_modules: Union[None, str, Tuple[str, ...]] = LORA_TARGETS
 
     @classmethod
     def from_section(cls, section: Optional[Dict[str, Any]]) -> Optional["LoraSettings"]:

@@ -20,6 +20,7 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from ..tokenizers.alignment import align_spans
 from .listeners import replace_listener, replace_listener_cfg
+from ..decoder.defaults import MAX_BATCH_PIECES
 from ..decoder.inference import ServingSettings
 from ..persistence.atomic import write_file_atomically
 from ..decoder.settings import LlamaSettings, LoraSettings, QuantizationSettings, SettingsError
@@ -30,8 +31,6 @@ from .versions import older_version
 # v1's default spans: windows of 128 tokens every 96.
 V1_WINDOW = 128
 V1_STRIDE = 96
-# Padded pieces per decoder call; spacy-transformers' max_batch_items default.
-DEFAULT_MAX_BATCH_PIECES = 4096
 
 
 @registry.architectures("spacy-lsllama.LlamaTransformer.v3")
@@ -51,7 +50,7 @@ def LlamaTransformer(
     grad_scaler_config: Dict[str, Any] = {},
     trust_remote_code: bool = False,
     share_base: bool = True,
-    max_batch_pieces: int = DEFAULT_MAX_BATCH_PIECES,
+    max_batch_pieces: int = MAX_BATCH_PIECES,
     serving_precision: Optional[str] = None,
 ) -> Model[List[Doc], FullTransformerBatch]:
     """A LoRA-adapted decoder LLM whose final hidden states feed spaCy's heads.

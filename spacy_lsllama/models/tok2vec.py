@@ -20,7 +20,8 @@ from spacy_transformers.layers.trfs2arrays import trfs2arrays
 from thinc.api import Model, chain
 from thinc.types import Floats2d, Ragged
 
-from .architectures import DEFAULT_MAX_BATCH_PIECES, LlamaTransformer
+from ..decoder.defaults import MAX_BATCH_PIECES
+from .architectures import LlamaTransformer
 from .listeners import replace_listener
 from .versions import older_version
 
@@ -44,7 +45,7 @@ def Tok2VecLlamaTransformer(
     grad_scaler_config: Dict[str, Any] = {},
     trust_remote_code: bool = False,
     share_base: bool = True,
-    max_batch_pieces: int = DEFAULT_MAX_BATCH_PIECES,
+    max_batch_pieces: int = MAX_BATCH_PIECES,
     serving_precision: Optional[str] = None,
 ) -> Model[List[Doc], List[Floats2d]]:
     """A LoRA decoder whose pooled piece vectors give one row per token, for a

@@ -388,4 +388,29 @@ def test_info_prints_a_report_and_explains_errors(metaspace_model, tmp_path):
     result = invoke("info", "--model", metaspace_model, "--lora-targets", "q_proj,w_proj")
     assert result.exit_code == 1 and "w_proj" in result.output and "q_proj" in result.output
     result = invoke("info", "--model", tmp_path / "nowhere")
-    assert result.exit_code == 1 and "Cannot read the config" in result.output
+    assert result.exit_code == 1 and "does not exist" in result.output and "local path" in result.output
+
+
+@pytest.mark.parametrize("family", ["gpt2", "qwen2", "gemma3_text", "gemma3"])
+def test_info_counts_every_family_the_library_loads_as_a_pipeline_would(family, tmp_path):
+    """GPT-2's Conv1D layers, Qwen2's biases, a Gemma-3 text checkpoint saved
+    as a causal LM: the counts are those of the adapters the library adds."""
+    from tiny_families import save_tiny_family
+
+    folder = save_tiny_family(tmp_path / family, family)
+    result = info(str(folder))
+    nlp = train_pipeline(folder, steps=0)
+    shim = decoder_shim(nlp)
+    assert tuple(result["lora_targets"]) == shim.settings.lora.target_modules
+    assert sum(tensor.numel() for tensor in shim.trainable_weights().values()) == result["parameters"]["trainable"]
+    assert sum(p.numel() for p in shim.encoder.transformer.base_model.model.parameters()) == result["parameters"]["all"]
+    assert info(str(folder), lora_targets="all-linear")["parameters"]["trainable"] > result["parameters"]["trainable"]
+
+
+def test_info_treats_a_path_as_a_path(tmp_path, monkeypatch):
+    """A missing folder is reported as a folder, never looked up on the hub."""
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "models").mkdir()
+    result = invoke("info", "--model", "models/llama")
+    assert result.exit_code == 1
+    assert "models/llama" in result.output and "hub" in result.output.lower()

@@ -1,0 +1,17 @@
+"""The defaults of a LlamaTransformer, in one place, importable without torch.
+
+The settings (settings.py), the architectures and the command line
+(`init-config`, `info`) all read them from here; the command line must not
+import torch at start-up, which is why they are not kept in settings.py.
+"""
+# The paper's reference LoRA hyperparameters (arXiv 2310.01208, section 4).
+LORA_R = 12
+LORA_ALPHA = 32
+LORA_DROPOUT = 0.1
+# null: the family's default targets, resolved when the model loads
+# (lora_targets.py): q_proj and v_proj on LLaMA, the paper's.
+LORA_TARGETS = None
+# Every linear layer of the decoder blocks, resolved when the model loads.
+ALL_LINEAR = "all-linear"
+# Padded pieces per decoder call; spacy-transformers' max_batch_items default.
+MAX_BATCH_PIECES = 4096

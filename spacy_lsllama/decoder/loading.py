@@ -19,7 +19,7 @@ import logging
 import os
 import warnings
 from contextlib import contextmanager
-from typing import Any, Dict, Iterator, List, Optional
+from typing import Any, Dict, Iterator, List, Optional, Tuple
 
 import torch
 from transformers import AutoConfig, AutoTokenizer, PretrainedConfig, PreTrainedModel
@@ -121,10 +121,11 @@ def base_reference(settings: LlamaSettings, base: IdentifiedBase, config: Pretra
     )
 
 
-def load_base_config(settings: LlamaSettings, *, saved: Optional[BaseReference] = None) -> PretrainedConfig:
-    """The base model's config, or an error that says where to point instead
-    (in a training config, or at spacy.load when `saved` is given)."""
-    location = locate(settings, saved=saved)
+def load_base_config(
+    settings: LlamaSettings, location: BaseLocation, *, saved: Optional[BaseReference] = None
+) -> PretrainedConfig:
+    """The config of the base at `location`, or an error that says where to
+    point instead (in a training config, or at spacy.load when `saved` is given)."""
     warn_if_gpu_settings_on_cpu(settings, saved is None)
     try:
         config = AutoConfig.from_pretrained(
@@ -144,9 +145,10 @@ def load_base_config(settings: LlamaSettings, *, saved: Optional[BaseReference] 
     return config
 
 
-def load_saved_base_config(settings: LlamaSettings, saved: BaseReference) -> PretrainedConfig:
-    """The config of a saved pipeline's base, once the base found is known to be
-    the one the pipeline was trained on.
+def load_saved_base_config(settings: LlamaSettings, saved: BaseReference) -> Tuple[IdentifiedBase, PretrainedConfig]:
+    """The base of a saved pipeline, located and identified once, and its
+    config, once the base found is known to be the one the pipeline was
+    trained on.
 
     The identity is read from the files before transformers reads the config.
     Under LoRA the weights must match too; under full finetuning (lora = null)
@@ -156,10 +158,10 @@ def load_saved_base_config(settings: LlamaSettings, saved: BaseReference) -> Pre
         differences = identity_differences(saved.identity, found.identity, weights=settings.lora is not None)
         if differences:
             _accept_or_refuse(found, saved, _not_the_trained_base(found, saved, differences))
-    config = load_base_config(settings, saved=saved)
+    config = load_base_config(settings, found.location, saved=saved)
     if saved.identity is None:
         _check_legacy_fingerprint(settings, found, saved, config)
-    return config
+    return found, config
 
 
 def _not_the_trained_base(found: IdentifiedBase, saved: BaseReference, differences: List[str]) -> str:
@@ -312,9 +314,9 @@ def warn_if_gpu_settings_on_cpu(settings: LlamaSettings, training: bool) -> None
     )
 
 
-def load_tokenizer(settings: LlamaSettings, config: PretrainedConfig) -> PreTrainedTokenizerBase:
+def load_tokenizer(settings: LlamaSettings, config: PretrainedConfig, location: BaseLocation) -> PreTrainedTokenizerBase:
     tokenizer = AutoTokenizer.from_pretrained(
-        locate(settings).where,
+        location.where,
         revision=settings.revision,
         trust_remote_code=settings.trust_remote_code,
         **settings.tokenizer_config,
@@ -385,7 +387,7 @@ def bitsandbytes_config(quantization: QuantizationSettings, dtype: torch.dtype):
 
 
 def load_base_model(
-    settings: LlamaSettings, config: PretrainedConfig, device: torch.device
+    settings: LlamaSettings, config: PretrainedConfig, device: torch.device, location: BaseLocation
 ) -> PreTrainedModel:
     """The base decoder (no LM head) in its final dtype, on its device, every
     weight of it found in the checkpoint (families.load_decoder)."""
@@ -401,7 +403,6 @@ def load_base_model(
         check_bitsandbytes(settings.quantization, device)
         kwargs["quantization_config"] = bitsandbytes_config(settings.quantization, dtype)
         kwargs["device_map"] = {"": device}
-    location = locate(settings)
     try:
         model = load_decoder(location.where, **kwargs)
     except BaseModelError:

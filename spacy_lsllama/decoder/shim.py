@@ -127,22 +127,25 @@ class LlamaShim(PyTorchShim):
                 "copy). Train LoRA adapters (a lora section), which stay float32 on a low-precision "
                 "base, or set dtype = \"float32\"."
             )
-        config = load_base_config(self.settings)
-        tokenizer = load_tokenizer(self.settings, config)
-        self._build(config, tokenizer)
+        found = identify_base(self.settings)
+        config = load_base_config(self.settings, found.location)
+        tokenizer = load_tokenizer(self.settings, config, found.location)
+        self._build(found, config, tokenizer)
 
-    def _build(self, config, tokenizer: PreTrainedTokenizerBase) -> None:
+    def _build(self, found: IdentifiedBase, config, tokenizer: PreTrainedTokenizerBase) -> None:
+        """The one way a decoder is built, for training (`load_pretrained`) and
+        for loading (`from_bytes`, which unpickling and `spacy.load` reach):
+        from a base located and identified once, its config and tokenizer."""
         with _BUILDING:
-            self._build_unlocked(config, tokenizer)
+            self._build_unlocked(found, config, tokenizer)
 
-    def _build_unlocked(self, config, tokenizer: PreTrainedTokenizerBase) -> None:
+    def _build_unlocked(self, found: IdentifiedBase, config, tokenizer: PreTrainedTokenizerBase) -> None:
         device = get_torch_default_device()
         check_serving(self.serving, device, quantized=self.settings.quantization is not None)
-        identified = identify_base(self.settings)
         implementation = attention_implementation(self.settings.attn_implementation, config)
         self.settings = replace(self.settings, attn_implementation=implementation)
         self._shared_base = None
-        base = self._load_or_share_base(config, identified, device)
+        base = self._load_or_share_base(config, found, device)
         # The probe runs on the base through the path every batch takes.
         probe = SpanEncoder(
             base,
@@ -170,19 +173,19 @@ class LlamaShim(PyTorchShim):
         self._inference.drop()
         self._grad_scaler.to_(device)
         self.tokenizer = tokenizer
-        self.base_reference = base_reference(self.settings, identified, config)
+        self.base_reference = base_reference(self.settings, found, config)
 
     def _load_or_share_base(self, config, identified: IdentifiedBase, device: torch.device):
         """Reuse the weights of an identical base another pipeline has loaded
         (see sharing.py); otherwise load it and offer it for sharing."""
         key = sharing_key(self.settings, identified, device)
         if key is None:
-            return load_base_model(self.settings, config, device)
+            return load_base_model(self.settings, config, device, identified.location)
         found = find_shared_base(key, self.settings, config)
         if found is not None:
             self._shared_base = found.shared
             return found.model
-        base = load_base_model(self.settings, config, device)
+        base = load_base_model(self.settings, config, device, identified.location)
         self._shared_base = register_base(key, base)
         return base
 
@@ -208,9 +211,9 @@ class LlamaShim(PyTorchShim):
     def from_bytes(self, bytes_data: bytes) -> "LlamaShim":
         saved = load_saved_transformer(bytes_data)
         self.settings = self.settings_for_loading(LlamaSettings.from_dict(saved.settings))
-        config = load_saved_base_config(self.settings, saved.base)
+        found, config = load_saved_base_config(self.settings, saved.base)
         tokenizer = finish_tokenizer(tokenizer_from_files(saved.tokenizer_files), self.settings, config)
-        self._build(config, tokenizer)
+        self._build(found, config, tokenizer)
         self._load_trainable_weights(saved.weights)
         return self
 

@@ -48,3 +48,31 @@ def test_a_missing_base_while_training_points_to_paths_model(tmp_path):
     with pytest.raises(BaseModelError, match=r"(?s)nowhere.*--paths\.model") as error:
         nlp.initialize()
     assert "spacy.load" not in str(error.value)
+
+
+def test_a_load_locates_and_identifies_its_base_once(metaspace_model, tmp_path, monkeypatch):
+    """Training (nlp.initialize) and loading (spacy.load) build the decoder one
+    way: the base is located and its identity read from its files once."""
+    import spacy
+
+    from pipelines import train_pipeline
+    from spacy_lsllama.decoder import loading
+
+    calls = {"locate": 0, "identity": 0}
+    locate_base, read_base_identity = loading.locate_base, loading.read_base_identity
+
+    def counting_locate(*args, **kwargs):
+        calls["locate"] += 1
+        return locate_base(*args, **kwargs)
+
+    def counting_identity(*args, **kwargs):
+        calls["identity"] += 1
+        return read_base_identity(*args, **kwargs)
+
+    monkeypatch.setattr(loading, "locate_base", counting_locate)
+    monkeypatch.setattr(loading, "read_base_identity", counting_identity)
+    train_pipeline(metaspace_model, steps=0, share_base=False).to_disk(tmp_path / "pipeline")
+    assert calls == {"locate": 1, "identity": 1}
+    calls.update(locate=0, identity=0)
+    spacy.load(tmp_path / "pipeline")
+    assert calls == {"locate": 1, "identity": 1}

@@ -170,7 +170,10 @@ class InferenceForm:
         self._watched: Optional[Tuple[torch.nn.Module, Tuple[torch.nn.Parameter, ...]]] = None
 
     def drop(self) -> None:
+        """Forget the form and the tensors it watched (a training step or a
+        rebuilt decoder follows): nothing keeps an old tree alive."""
         self._current = None
+        self._watched = None
 
     def encoder(
         self, training: SpanEncoder, *, updates: int, attn_implementation: Optional[str], trust_remote_code: bool

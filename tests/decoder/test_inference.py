@@ -255,3 +255,17 @@ def test_an_update_without_a_forward_pass_is_seen_by_the_next_prediction(metaspa
         predictions(nlp, TEXTS)
         nlp.update(empty, sgd=optimizer)
         assert_same_predictions(training_form_predictions(nlp, TEXTS, monkeypatch), predictions(nlp, TEXTS), tolerance=1e-5)
+
+
+def test_a_rebuilt_decoder_does_not_keep_the_old_one_alive(metaspace_model):
+    """nlp.initialize() builds a new decoder; the inference form of the old one,
+    and the tensors it watched, go with it, before any prediction."""
+    import gc
+    import weakref
+
+    nlp = train_pipeline(metaspace_model, steps=1, share_base=False)
+    predictions(nlp, TEXTS)
+    old = weakref.ref(decoder_shim(nlp).encoder.transformer)
+    nlp.initialize(lambda: train_examples(nlp))
+    gc.collect()
+    assert old() is None

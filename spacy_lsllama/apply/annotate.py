@@ -8,6 +8,7 @@ import time
 from dataclasses import dataclass
 from typing import Callable, Optional
 
+from ..decoder.defaults import PIPE_BATCH_SIZE
 from .output import OutputFolder
 from .readers import Shard, read_shard
 from .writers import new_docbin, result_row
@@ -28,7 +29,7 @@ def annotate_shard(
     *,
     text_key: str = "text",
     id_key: Optional[str] = "id",
-    batch_size: int = 32,
+    batch_size: int = PIPE_BATCH_SIZE,
     after_batch: Optional[Callable[[int], None]] = None,
 ) -> ShardResult:
     """Annotate `shard` and write its output; `after_batch(docs)` is called

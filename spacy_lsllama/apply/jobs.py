@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Union
 
+from ..decoder.defaults import PIPE_BATCH_SIZE
 from .errors import ApplyError
 from .local import run_local, timed_load
 from .output import build_manifest, output_folder
@@ -58,7 +59,7 @@ def apply_pipeline(
     output_format: str = "jsonl",
     docbin: bool = False,
     shard_size: int = 1000,
-    batch_size: int = 32,
+    batch_size: int = PIPE_BATCH_SIZE,
     base: Optional[Union[str, Path]] = None,
     gpu_id: int = -1,
     ray: bool = False,

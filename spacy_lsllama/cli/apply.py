@@ -19,6 +19,7 @@ import typer
 from wasabi import msg
 
 from ._util import CommandError, reports_errors
+from ..decoder.defaults import PIPE_BATCH_SIZE
 
 
 @reports_errors
@@ -32,7 +33,7 @@ def apply_cli(
     output_format: str = typer.Option("jsonl", "--output-format", help="jsonl or parquet (needs pyarrow)"),
     docbin: bool = typer.Option(False, "--docbin", help="Also write each shard's annotated docs to OUTPUT/docs/*.spacy"),
     shard_size: int = typer.Option(1000, "--shard-size", help="Records per shard: the unit that is written, skipped on rerun, and retried"),
-    batch_size: int = typer.Option(32, "--batch-size", help="Docs per nlp.pipe batch"),
+    batch_size: int = typer.Option(PIPE_BATCH_SIZE, "--batch-size", help="Docs per nlp.pipe batch (rows are grouped by length within one)"),
     base: Optional[str] = typer.Option(None, "--base", help="Path to the base model, overriding the pipeline's (on every node with --ray)"),
     gpu_id: int = typer.Option(-1, "--gpu-id", help="GPU for the local run (-1: CPU)"),
     ray: bool = typer.Option(False, "--ray", help="Run on Ray Data: a local cluster, or RAY_ADDRESS's"),

@@ -30,10 +30,10 @@ DEFAULT_NER_HEADS = {"cpu": "linear", "gpu": "transition"}
 # The training schedules of the reference configs. On the CPU both tasks use the
 # small-scale schedule of configs/*-{causal,bidirectional}.cfg; on a GPU, that of
 # configs/llama2-7b-qlora-{textcat,ner}.cfg (NER's when the pipeline has a ner).
-CPU_SCHEDULE = {"nlp_batch_size": 128, "max_steps": 150, "eval_frequency": 50, "patience": 0, "warmup_steps": 15}
+CPU_SCHEDULE = {"nlp_batch_size": defaults.PIPE_BATCH_SIZE, "max_steps": 150, "eval_frequency": 50, "patience": 0, "warmup_steps": 15}
 GPU_SCHEDULES = {
-    "textcat": {"nlp_batch_size": 128, "words_per_batch": 300, "max_steps": 20000, "eval_frequency": 1000, "patience": 5000, "warmup_steps": 500},
-    "ner": {"nlp_batch_size": 128, "words_per_batch": 400, "max_steps": 5000, "eval_frequency": 500, "patience": 2000, "warmup_steps": 250},
+    "textcat": {"nlp_batch_size": defaults.PIPE_BATCH_SIZE, "words_per_batch": 300, "max_steps": 20000, "eval_frequency": 1000, "patience": 5000, "warmup_steps": 500},
+    "ner": {"nlp_batch_size": defaults.PIPE_BATCH_SIZE, "words_per_batch": 400, "max_steps": 5000, "eval_frequency": 500, "patience": 2000, "warmup_steps": 250},
 }
 # The paper trains with lr 1e-4, and 5e-5 for the causal sequence classifier
 # (LS-LLaMA), with LoRA on q_proj and v_proj. The CPU configs train small models

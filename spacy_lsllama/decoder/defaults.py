@@ -15,3 +15,7 @@ LORA_TARGETS = None
 ALL_LINEAR = "all-linear"
 # Padded pieces per decoder call; spacy-transformers' max_batch_items default.
 MAX_BATCH_PIECES = 4096
+# Docs per nlp.pipe batch ([nlp] batch_size in the shipped configs, apply's
+# --batch-size): the inference form groups the rows of one batch by length, so
+# a batch must hold enough docs to sort (spacy-transformers' default too).
+PIPE_BATCH_SIZE = 128

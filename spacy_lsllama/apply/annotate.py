@@ -15,6 +15,17 @@ from .writers import new_docbin, result_row
 
 
 @dataclass(frozen=True)
+class Annotation:
+    """How a shard's records are annotated, wherever it runs: the keys read
+    from each record (`id_key` None: records are numbered) and the docs per
+    `nlp.pipe` batch, within which rows are grouped by length."""
+
+    text_key: str = "text"
+    id_key: Optional[str] = "id"
+    batch_size: int = PIPE_BATCH_SIZE
+
+
+@dataclass(frozen=True)
 class ShardResult:
     index: int
     docs: int
@@ -26,16 +37,15 @@ def annotate_shard(
     nlp,
     shard: Shard,
     output: OutputFolder,
+    annotation: Annotation = Annotation(),
     *,
-    text_key: str = "text",
-    id_key: Optional[str] = "id",
-    batch_size: int = PIPE_BATCH_SIZE,
     after_batch: Optional[Callable[[int], None]] = None,
 ) -> ShardResult:
     """Annotate `shard` and write its output; `after_batch(docs)` is called
-    after every `batch_size` docs (and after the last ones), for progress."""
+    after every batch of docs (and after the last ones), for progress."""
     started = time.perf_counter()
-    records = read_shard(shard, text_key=text_key, id_key=id_key, vocab=nlp.vocab)
+    batch_size = annotation.batch_size
+    records = read_shard(shard, text_key=annotation.text_key, id_key=annotation.id_key, vocab=nlp.vocab)
     docbin = new_docbin() if output.docbin else None
     rows = []
     words = 0

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Optional, Union
 
 from ..decoder.defaults import PIPE_BATCH_SIZE
+from .annotate import Annotation
 from .errors import ApplyError
 from .local import run_local, timed_load
 from .output import build_manifest, output_folder
@@ -103,6 +104,7 @@ def apply_pipeline(
         pipeline=pipeline_stamp(pipeline), source=source, shards=shards, input_format=input_format,
         text_key=text_key, id_key=id_key, shard_size=shard_size, output_format=output_format, docbin=docbin,
     )
+    annotation = Annotation(text_key=text_key, id_key=id_key, batch_size=batch_size)
     folder = output_folder(output, manifest)
     folder.prepare(manifest)
     pending = [shard for shard in shards if not folder.is_complete(shard.index)]
@@ -113,7 +115,7 @@ def apply_pipeline(
 
         started = time.perf_counter()
         run = run_ray(
-            pipeline, pending, folder, text_key=text_key, id_key=id_key, batch_size=batch_size, base=base,
+            pipeline, pending, folder, annotation, base=base,
             address=address, actors=actors, gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor,
             progress=progress, stop_after_shards=stop_after_shards,
         )
@@ -129,8 +131,7 @@ def apply_pipeline(
             nlp, load = timed_load(pipeline, base)
             started = time.perf_counter()
             results = run_local(
-                nlp, pending, folder, text_key=text_key, id_key=id_key, batch_size=batch_size,
-                progress=progress, stop_after_shards=stop_after_shards,
+                nlp, pending, folder, annotation, progress=progress, stop_after_shards=stop_after_shards,
             )
             seconds = time.perf_counter() - started
         actor_count, startup = 0, 0.0

@@ -8,7 +8,7 @@ import sys
 import time
 from typing import List, Optional
 
-from .annotate import ShardResult, annotate_shard
+from .annotate import Annotation, ShardResult, annotate_shard
 from .output import OutputFolder
 from .readers import Shard
 
@@ -17,10 +17,8 @@ def run_local(
     nlp,
     shards: List[Shard],
     output: OutputFolder,
+    annotation: Annotation,
     *,
-    text_key: str,
-    id_key: Optional[str],
-    batch_size: int,
     progress: bool = False,
     stop_after_shards: Optional[int] = None,
 ) -> List[ShardResult]:
@@ -34,9 +32,7 @@ def run_local(
             if stop_after_shards is not None and len(results) >= stop_after_shards:
                 break
             results.append(
-                annotate_shard(
-                    nlp, shard, output, text_key=text_key, id_key=id_key, batch_size=batch_size, after_batch=bar.update
-                )
+                annotate_shard(nlp, shard, output, annotation, after_batch=bar.update)
             )
     finally:
         bar.close()

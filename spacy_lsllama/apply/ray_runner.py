@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from ..decoder.identity import why_a_path
-from .annotate import ShardResult, annotate_shard
+from .annotate import Annotation, ShardResult, annotate_shard
 from .errors import ApplyError, find_apply_error
 from .output import OutputFolder
 from .readers import Shard
@@ -68,9 +68,7 @@ class ActorJob:
     pipeline: str
     base: Optional[str]
     output: OutputFolder
-    text_key: str
-    id_key: Optional[str]
-    batch_size: int
+    annotation: Annotation
 
 
 @dataclass
@@ -162,10 +160,7 @@ class ShardAnnotator:
             shard = Shard.from_row(row)
             if not Path(shard.file.path).exists():
                 raise ApplyError(f"Input file {shard.file.path} does not exist on {self.where}: {shared_storage('INPUT')}")
-            result = annotate_shard(
-                self.nlp, shard, self.job.output, text_key=self.job.text_key, id_key=self.job.id_key,
-                batch_size=self.job.batch_size, after_batch=self.after_batch,
-            )
+            result = annotate_shard(self.nlp, shard, self.job.output, self.job.annotation, after_batch=self.after_batch)
             results.append(
                 {
                     "index": result.index, "docs": result.docs, "words": result.words, "seconds": result.seconds,
@@ -239,10 +234,8 @@ def run_ray(
     pipeline: str,
     shards: List[Shard],
     output: OutputFolder,
+    annotation: Annotation,
     *,
-    text_key: str,
-    id_key: Optional[str],
-    batch_size: int,
     base: Optional[str] = None,
     address: Optional[str] = None,
     actors: Optional[int] = None,
@@ -268,7 +261,7 @@ def run_ray(
         if gpus_per_actor is None:
             gpus_per_actor = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
         run.actors = min(actors or default_actors(resources, gpus_per_actor, cpus_per_actor), len(shards))
-        job = ActorJob(pipeline, base, output, text_key, id_key, batch_size)
+        job = ActorJob(pipeline, base, output, annotation)
         context.enable_progress_bars = False  # ours counts docs, not blocks
         context.raise_original_map_exception = True  # an ApplyError, not a UserCodeException hiding it
         dataset = ray.data.from_items([shard.to_row() for shard in shards], override_num_blocks=len(shards))

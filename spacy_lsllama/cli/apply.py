@@ -18,8 +18,8 @@ from typing import Optional
 import typer
 from wasabi import msg
 
-from ._util import CommandError, reports_errors
 from ..decoder.defaults import PIPE_BATCH_SIZE
+from ._util import CommandError, reports_errors
 
 
 @reports_errors

@@ -261,7 +261,7 @@ def transformer_component(
         model["quantization"] = "8bit"
     return {
         "factory": "transformer",
-        "max_batch_items": 4096,
+        "max_batch_items": defaults.MAX_BATCH_PIECES,
         "set_extra_annotations": {"@annotation_setters": "spacy-transformers.null_annotation_setter.v1"},
         "model": model,
     }

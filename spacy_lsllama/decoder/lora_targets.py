@@ -26,7 +26,8 @@ import torch
 from transformers.pytorch_utils import Conv1D
 
 from .families import decoder_layers, text_config
-from .settings import ALL_LINEAR, LlamaSettings, SettingsError
+from .defaults import ALL_LINEAR
+from .settings import LlamaSettings, SettingsError
 
 TargetSetting = Union[None, str, Tuple[str, ...]]
 PAPER_TARGETS = ("q_proj", "v_proj")

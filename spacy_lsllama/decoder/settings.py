@@ -10,6 +10,8 @@ from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
 
+from .defaults import ALL_LINEAR, LORA_ALPHA, LORA_DROPOUT, LORA_R, LORA_TARGETS
+
 DTYPES: Dict[str, torch.dtype] = {
     "float32": torch.float32,
     "bfloat16": torch.bfloat16,
@@ -18,10 +20,6 @@ DTYPES: Dict[str, torch.dtype] = {
 ATTENTION_IMPLEMENTATIONS = ("eager", "sdpa", "flash_attention_2")
 QUANTIZATION_BITS = {"4bit": 4, "8bit": 8}
 QUANT_TYPES = ("nf4", "fp4")
-
-from .defaults import ALL_LINEAR, LORA_ALPHA, LORA_DROPOUT, LORA_R, LORA_TARGETS
-
-__all__ = ["ALL_LINEAR"]  # lora_targets.py reads it from here
 
 
 class SettingsError(ValueError):

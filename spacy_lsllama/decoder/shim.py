@@ -8,6 +8,7 @@ from thinc.api import ArgsKwargs, Model, get_torch_default_device
 from thinc.shims import PyTorchGradScaler, PyTorchShim
 from transformers import PreTrainedTokenizerBase
 
+from .defaults import MAX_BATCH_PIECES
 from .encoder import SpanEncoder
 from .inference import InferenceForm, ServingSettings, check_serving
 from .families import attention_implementation
@@ -68,7 +69,7 @@ class LlamaShim(PyTorchShim):
         *,
         mixed_precision: bool = False,
         grad_scaler: Optional[PyTorchGradScaler] = None,
-        max_batch_pieces: int = 4096,
+        max_batch_pieces: int = MAX_BATCH_PIECES,
         serving: ServingSettings = ServingSettings(),
     ):
         super().__init__(torch.nn.Module(), mixed_precision=mixed_precision, grad_scaler=grad_scaler)

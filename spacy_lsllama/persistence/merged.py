@@ -45,6 +45,7 @@ from spacy_transformers.data_classes import FullTransformerBatch
 from spacy_transformers.pipeline_component import DOC_EXT_ATTR, Transformer
 from thinc.api import Model
 
+from ..decoder.defaults import MAX_BATCH_PIECES
 from ..decoder.loading import BaseModelError, trust_at_load_time
 from ..decoder.settings import SettingsError
 from .atomic import write_folder_atomically
@@ -67,7 +68,7 @@ def decoder_shim(model: Model):
     FACTORY,
     assigns=[f"doc._.{DOC_EXT_ATTR}"],
     default_config={
-        "max_batch_items": 4096,
+        "max_batch_items": MAX_BATCH_PIECES,
         "set_extra_annotations": {"@annotation_setters": "spacy-transformers.null_annotation_setter.v1"},
     },
 )

@@ -161,8 +161,7 @@ class InferenceForm:
     lock and replaced whole, and a thread still holding the previous one
     finishes its batch with it."""
 
-    def __init__(self, serving: ServingSettings):
-        self.serving = serving
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._current: Optional[Tuple[Any, SpanEncoder]] = None
         # The trainable parameters of the training tree, found once per tree:
@@ -176,7 +175,13 @@ class InferenceForm:
         self._watched = None
 
     def encoder(
-        self, training: SpanEncoder, *, updates: int, attn_implementation: Optional[str], trust_remote_code: bool
+        self,
+        training: SpanEncoder,
+        *,
+        updates: int,
+        serving: ServingSettings,
+        attn_implementation: Optional[str],
+        trust_remote_code: bool,
     ) -> SpanEncoder:
         """The SpanEncoder to predict with, for the training encoder as it is
         now, after `updates` changes to its adapters."""
@@ -186,6 +191,7 @@ class InferenceForm:
             watched = self._watched = (training.transformer, trainable)
         key = (
             updates,
+            serving,
             adapter_state(watched[1]),
             training.bidirectional,
             training.max_length,
@@ -201,7 +207,7 @@ class InferenceForm:
             self._current = None  # free the old form before building the new one
             tree = build_inference_tree(
                 training.transformer,
-                precision=self.serving.precision,
+                precision=serving.precision,
                 attn_implementation=attn_implementation,
                 trust_remote_code=trust_remote_code,
             )

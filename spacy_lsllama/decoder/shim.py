@@ -75,7 +75,7 @@ class LlamaShim(PyTorchShim):
         super().__init__(torch.nn.Module(), mixed_precision=mixed_precision, grad_scaler=grad_scaler)
         self.settings = settings
         self.serving = serving
-        self._inference = InferenceForm(serving)
+        self._inference = InferenceForm()
         # Changes made to the adapters (optimizer steps, saved weights loaded):
         # an optimizer step replaces a tensor's storage, which the allocator
         # may give back at the same address, so storage alone cannot tell.
@@ -268,6 +268,7 @@ class LlamaShim(PyTorchShim):
         return self._inference.encoder(
             self.encoder,
             updates=self._adapter_updates,
+            serving=self.serving,
             attn_implementation=self.settings.attn_implementation,
             trust_remote_code=self.settings.trust_remote_code,
         )
@@ -331,7 +332,7 @@ class LlamaShim(PyTorchShim):
         saved_decoder = state.pop("_saved_decoder")
         self.__dict__.update(state)
         self._model = torch.nn.Module()
-        self._inference = InferenceForm(self.serving)
+        self._inference = InferenceForm()
         if saved_decoder is not None:
             self.from_bytes(saved_decoder)
 

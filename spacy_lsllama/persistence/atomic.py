@@ -23,10 +23,16 @@ def temporary_path(final: Path) -> Path:
 
 
 def _fsync_tree(path: Path) -> None:
-    files = [path] if path.is_file() else [item for item in path.rglob("*") if item.is_file()]
+    """Flush the files written under `path` (or `path` itself) to disk. Links
+    are left alone (what they point at was not written here), and files are
+    opened read-only, which fsync needs no more than."""
+    files = [path] if path.is_file() else [item for item in path.rglob("*") if item.is_file() and not item.is_symlink()]
     for file_path in files:
-        with open(file_path, "rb+") as file_:
-            os.fsync(file_.fileno())
+        descriptor = os.open(file_path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def write_file_atomically(final: Path, write: Callable[[Path], None]) -> None:

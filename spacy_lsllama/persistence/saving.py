@@ -10,10 +10,10 @@ best score.
 This callback, set as `[nlp] after_pipeline_creation`, makes the pipeline's
 `to_disk` write into a fresh sibling folder (starting from a copy of the old
 one, so files spaCy would have kept are kept) and swap it into place with two
-renames only once everything is written. An interruption before the swap
-leaves the old pipeline untouched; one between the two renames leaves no
-pipeline at the path (loading fails loudly) and the old one beside it as
-`.NAME.old-*`. The callback is part of the config, so a pipeline loaded with
+renames only once everything is written and flushed to disk (atomic.py). An
+interruption before the swap leaves the old pipeline untouched; one between
+the two renames leaves no pipeline at the path (loading fails loudly) and the
+old one beside it as `.NAME.tmp-*`. The callback is part of the config, so a pipeline loaded with
 `spacy.load` saves atomically too.
 
 A path that is a symlink (a stable `current` pointing at a versioned folder)
@@ -23,14 +23,13 @@ link and points at the new pipeline.
 import importlib
 import os
 import shutil
-import uuid
 from pathlib import Path
 from typing import Any, Callable, Iterable, Type, Union, cast
 
 from spacy.language import Language
 from spacy.util import SimpleFrozenList, registry
 
-from .atomic import swap_in
+from .atomic import write_folder_atomically
 
 
 @registry.callbacks("spacy-lsllama.atomic_to_disk.v1")
@@ -96,16 +95,13 @@ def save_atomically(
     if path.exists() and not path.is_dir():
         raise NotADirectoryError(f"Cannot save the pipeline to {path}: it is a file. Choose a folder path.")
     path.parent.mkdir(parents=True, exist_ok=True)
-    token = f"{os.getpid()}-{uuid.uuid4().hex[:8]}"
-    staging = path.with_name(f".{path.name}.saving-{token}")
-    try:
+
+    def write(staging: Path) -> None:
         if path.exists():
-            shutil.copytree(path, staging, symlinks=True)
+            shutil.copytree(path, staging, symlinks=True, dirs_exist_ok=True)
         Language.to_disk(nlp, staging, exclude=exclude)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    swap_in(staging, path)
+
+    write_folder_atomically(path, write)
 
 
 def follow_symlink(path: Path) -> Path:

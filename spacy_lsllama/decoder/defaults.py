@@ -13,6 +13,10 @@ LORA_DROPOUT = 0.1
 LORA_TARGETS = None
 # Every linear layer of the decoder blocks, resolved when the model loads.
 ALL_LINEAR = "all-linear"
+# LlamaTransformer.v1's default spans: windows of 128 tokens every 96 (v2 and
+# later read whole docs), kept for the pipelines trained with v1.
+V1_WINDOW = 128
+V1_STRIDE = 96
 # Padded pieces per decoder call; spacy-transformers' max_batch_items default.
 MAX_BATCH_PIECES = 4096
 # Docs per nlp.pipe batch ([nlp] batch_size in the shipped configs, apply's

@@ -18,19 +18,15 @@ from thinc.layers.pytorchwrapper import forward as pytorch_forward
 from thinc.shims import PyTorchGradScaler
 from transformers.modeling_outputs import BaseModelOutput
 
-from ..tokenizers.alignment import align_spans
-from .listeners import replace_listener, replace_listener_cfg
-from ..decoder.defaults import MAX_BATCH_PIECES
+from ..decoder.defaults import MAX_BATCH_PIECES, V1_STRIDE, V1_WINDOW
 from ..decoder.inference import ServingSettings
-from ..persistence.atomic import write_file_atomically
 from ..decoder.settings import LlamaSettings, LoraSettings, QuantizationSettings, SettingsError
 from ..decoder.shim import LlamaShim, find_decoder_shim
+from ..persistence.atomic import write_file_atomically
+from ..tokenizers.alignment import align_spans
 from ..tokenizers.tokenization import encode_spans
+from .listeners import replace_listener, replace_listener_cfg
 from .versions import older_version
-
-# v1's default spans: windows of 128 tokens every 96.
-V1_WINDOW = 128
-V1_STRIDE = 96
 
 
 @registry.architectures("spacy-lsllama.LlamaTransformer.v3")

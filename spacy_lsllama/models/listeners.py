@@ -29,10 +29,10 @@ from typing import Any, Dict
 from spacy_transformers.layers.split_trf import split_trf_batch
 from thinc.api import Model, chain
 
+from ..decoder.defaults import V1_STRIDE, V1_WINDOW
+
 TOK2VEC_ARCHITECTURE = "spacy-lsllama.Tok2VecLlamaTransformer.v2"
 V1_ARCHITECTURE = "spacy-lsllama.LlamaTransformer.v1"
-# v1's default spans (models/architectures.py; not imported: it imports this module).
-V1_WINDOW, V1_STRIDE = 128, 96
 LISTENER_ARCHITECTURE = "spacy-transformers.TransformerListener.v1"
 
 

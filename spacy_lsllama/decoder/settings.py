@@ -5,7 +5,7 @@ module turns them into frozen dataclasses once, so that every bad value fails
 at config validation time with a message that names the setting and the fix,
 and every later module can rely on clean types.
 """
-from dataclasses import asdict, dataclass, field
+from dataclasses import MISSING, asdict, dataclass, field, fields, replace
 from typing import Any, Dict, Optional, Tuple, Union
 
 import torch
@@ -148,24 +148,43 @@ class QuantizationSettings:
         )
 
 
+# Each setting of a LlamaTransformer is one of three kinds (the `role` of its field):
+# - DESCRIPTION: what the trained decoder is (its adapters, its attention, how its
+#   text is cut). Saved with the pipeline and fixed by training: at load time the
+#   saved value wins over the config's.
+# - BASE: where its base lives. Saved for reference; the loading config's value
+#   wins, so a pipeline can be pointed at a moved copy of its base.
+# - LOAD: how this process loads and runs it (dtype, quantization, attention
+#   kernel, trust, sharing). Never saved: each load chooses.
+DESCRIPTION, BASE, LOAD = "description", "base", "load"
+
+
+def _setting(role: str, default: Any = None, *, factory: Any = MISSING) -> Any:
+    if factory is not MISSING:
+        return field(default_factory=factory, metadata={"role": role})
+    return field(default=default, metadata={"role": role})
+
+
 @dataclass(frozen=True)
 class LlamaSettings:
-    """Everything needed to rebuild a LlamaTransformer exactly."""
+    """Everything needed to rebuild a LlamaTransformer exactly, each setting
+    marked as part of the saved description, the base's location, or a load
+    option (see DESCRIPTION, BASE and LOAD)."""
 
-    name: str
-    revision: Optional[str] = None
-    tokenizer_config: Dict[str, Any] = field(default_factory=dict)
-    lora: Optional[LoraSettings] = field(default_factory=LoraSettings)
-    dtype: str = "float32"
-    quantization: Optional[QuantizationSettings] = None
-    bidirectional: bool = False
+    name: str = _setting(BASE)
+    revision: Optional[str] = _setting(BASE)
+    tokenizer_config: Dict[str, Any] = _setting(DESCRIPTION, factory=dict)
+    lora: Optional[LoraSettings] = _setting(DESCRIPTION, factory=LoraSettings)
+    dtype: str = _setting(LOAD, "float32")
+    quantization: Optional[QuantizationSettings] = _setting(LOAD)
+    bidirectional: bool = _setting(DESCRIPTION, False)
     # None: sdpa, or eager where sdpa drops a feature of the model's attention
     # (families.attention_implementation); resolved when the model loads.
-    attn_implementation: Optional[str] = None
-    max_length: Optional[int] = None
-    gradient_checkpointing: bool = False
-    trust_remote_code: bool = False
-    share_base: bool = True
+    attn_implementation: Optional[str] = _setting(LOAD)
+    max_length: Optional[int] = _setting(DESCRIPTION)
+    gradient_checkpointing: bool = _setting(LOAD, False)
+    trust_remote_code: bool = _setting(LOAD, False)
+    share_base: bool = _setting(LOAD, True)
 
     def __post_init__(self):
         if not isinstance(self.name, str) or not self.name:
@@ -199,14 +218,28 @@ class LlamaSettings:
     def to_dict(self) -> Dict[str, Any]:
         return asdict(self)
 
+    def saved_form(self) -> Dict[str, Any]:
+        """What a pipeline saves: the description and the base's location."""
+        return {key: value for key, value in self.to_dict().items() if _ROLES[key] != LOAD}
+
+    def loaded_as(self, saved: "LlamaSettings") -> "LlamaSettings":
+        """These settings (the loading config's) with the saved decoder's
+        description, which training fixed."""
+        return replace(self, **{key: getattr(saved, key) for key, role in _ROLES.items() if role == DESCRIPTION})
+
     @classmethod
     def from_dict(cls, data: Dict[str, Any]) -> "LlamaSettings":
+        """Read `to_dict()` or `saved_form()` (pipelines saved before 0.3 hold
+        every setting; the load options among them are read, then ignored)."""
         data = dict(data)
         lora = data.pop("lora")
-        quantization = data.pop("quantization")
+        quantization = data.pop("quantization", None)
         return cls(
             lora=None if lora is None else LoraSettings(**{**lora, "target_modules": _target_setting(lora["target_modules"])}),
             quantization=None if quantization is None else QuantizationSettings(**quantization),
             **data,
         )
+
+
+_ROLES: Dict[str, str] = {setting.name: setting.metadata["role"] for setting in fields(LlamaSettings)}
 

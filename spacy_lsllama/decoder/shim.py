@@ -202,7 +202,7 @@ class LlamaShim(PyTorchShim):
         assert self.base_reference is not None
         return dump_saved_transformer(
             SavedTransformer(
-                settings=self.settings.to_dict(),
+                settings=self.settings.saved_form(),
                 base=self.base_reference,
                 tokenizer_files=tokenizer_to_files(tokenizer),
                 weights=self.trainable_weights(),
@@ -211,32 +211,15 @@ class LlamaShim(PyTorchShim):
 
     def from_bytes(self, bytes_data: bytes) -> "LlamaShim":
         saved = load_saved_transformer(bytes_data)
-        self.settings = self.settings_for_loading(LlamaSettings.from_dict(saved.settings))
+        # The saved description, loaded as the current config says; remote code
+        # runs only where the caller, not the folder, opted in.
+        loading = replace(self.settings, trust_remote_code=trust_at_load_time(self.settings))
+        self.settings = loading.loaded_as(LlamaSettings.from_dict(saved.settings))
         found, config = load_saved_base_config(self.settings, saved.base)
         tokenizer = finish_tokenizer(tokenizer_from_files(saved.tokenizer_files), self.settings, config)
         self._build(found, config, tokenizer)
         self._load_trainable_weights(saved.weights)
         return self
-
-    def settings_for_loading(self, saved: LlamaSettings) -> LlamaSettings:
-        """The saved settings define the adapters and the attention; where the
-        base lives and how it is loaded (dtype, quantization, attention kernel)
-        come from the current config, so they can be changed at load time."""
-        current = self.settings
-        return LlamaSettings(
-            name=current.name,
-            revision=current.revision,
-            tokenizer_config=saved.tokenizer_config,
-            lora=saved.lora,
-            dtype=current.dtype,
-            quantization=current.quantization,
-            bidirectional=saved.bidirectional,
-            attn_implementation=current.attn_implementation,
-            max_length=saved.max_length,
-            gradient_checkpointing=current.gradient_checkpointing,
-            trust_remote_code=trust_at_load_time(current),
-            share_base=current.share_base,
-        )
 
     def _load_trainable_weights(self, weights: Dict[str, torch.Tensor]) -> None:
         expected = self.trainable_weights()

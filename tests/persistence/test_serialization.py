@@ -49,6 +49,40 @@ def test_saved_transformer_holds_adapters_and_tokenizer_not_base_weights(metaspa
     assert weights and all("lora_" in name for name in weights)
 
 
+def saved_settings(pipeline: Path) -> dict:
+    saved = (pipeline / "transformer" / "model").read_bytes()
+    (shim_bytes,) = [data for node in srsly.msgpack_loads(saved)["shims"] for data in node]
+    return srsly.msgpack_loads(shim_bytes)["settings"]
+
+
+def test_a_saved_decoder_holds_what_it_is_not_how_it_was_loaded(metaspace_model, tmp_path):
+    """The adapters, the attention and the tokenizer settings are saved; the base's
+    dtype, quantization, attention kernel, trust and sharing are the loading
+    config's choice, so a pipeline folder never carries them."""
+    nlp = train_pipeline(metaspace_model, bidirectional=True)
+    nlp.to_disk(tmp_path / "pipeline")
+    settings = saved_settings(tmp_path / "pipeline")
+    assert set(settings) == {"name", "revision", "tokenizer_config", "lora", "bidirectional", "max_length"}
+    assert settings["bidirectional"] is True and settings["lora"]["r"] == decoder_shim(nlp).settings.lora.r
+
+
+def test_load_options_come_from_the_loading_config_and_the_description_from_the_pipeline(metaspace_model, tmp_path):
+    nlp = train_pipeline(metaspace_model, bidirectional=True)
+    nlp.to_disk(tmp_path / "pipeline")
+    reloaded = spacy.load(
+        tmp_path / "pipeline",
+        config={
+            "components.transformer.model.bidirectional": False,
+            "components.transformer.model.attn_implementation": "eager",
+            "components.transformer.model.share_base": False,
+        },
+    )
+    settings = decoder_shim(reloaded).settings
+    assert settings.bidirectional is True  # trained so: the pipeline's description wins
+    assert (settings.attn_implementation, settings.share_base) == ("eager", False)  # this load's choice
+    assert_same_predictions(predictions(nlp, TEXTS), predictions(reloaded, TEXTS))
+
+
 def test_full_finetuning_saves_every_weight(metaspace_model, tmp_path):
     nlp = train_pipeline(metaspace_model, lora=None, steps=2)
     before = predictions(nlp, TEXTS)

@@ -9,7 +9,7 @@ run through four systems, each with one torch thread per worker:
              pipeline loaded beforehand (load time not counted);
 - apply:     `apply_pipeline(nlp, corpus.jsonl, out)` in this process: the same
              plus reading the JSONL shards and writing the output shards;
-- ray_1:     `apply_pipeline(path, ..., ray=True, actors=1, cpus_per_actor=1)`;
+- ray_1:     `apply_pipeline(path, ..., ray=RayOptions(actors=1, cpus_per_actor=1))`;
 - ray_2:     the same with 2 actors.
 
 The Ray cluster is started once (`ray.init(num_cpus=--cpus)`) before any
@@ -37,6 +37,8 @@ from typing import Any, Dict, List, Optional
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import ROOT, machine_info, write_output  # noqa: E402
+
+from spacy_lsllama.apply import RayOptions  # noqa: E402
 
 DEFAULT_PIPELINES = f"{ROOT / 'training' / 'ner' / 'model-best'},{ROOT / 'training' / 'textcat' / 'model-best'}"
 DEFAULT_DATA = ROOT / "corpus" / "conll2003" / "test.spacy"
@@ -151,8 +153,8 @@ def bench_pipeline(pipeline: Path, texts: List[str], work: Path, systems: List[s
     runners = {
         "nlp_pipe": lambda: run_nlp_pipe(nlp, texts, args.batch_size),
         "apply": lambda: run_apply(nlp, corpus, work, args),
-        "ray_1": lambda: run_apply(pipeline, corpus, work, args, ray=True, actors=1, cpus_per_actor=1),
-        "ray_2": lambda: run_apply(pipeline, corpus, work, args, ray=True, actors=2, cpus_per_actor=1),
+        "ray_1": lambda: run_apply(pipeline, corpus, work, args, ray=RayOptions(actors=1, cpus_per_actor=1)),
+        "ray_2": lambda: run_apply(pipeline, corpus, work, args, ray=RayOptions(actors=2, cpus_per_actor=1)),
     }
     reference = predictions_of_docs(nlp.pipe(texts, batch_size=args.batch_size))
     runs: Dict[str, List[Dict[str, Any]]] = {system: [] for system in systems}

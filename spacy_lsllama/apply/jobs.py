@@ -14,6 +14,7 @@ from .errors import ApplyError
 from .local import run_local, timed_load
 from .output import build_manifest, output_folder
 from .pipeline import pipeline_stamp
+from .ray_options import RayOptions
 from .readers import plan_shards, require_pyarrow_parquet
 from .writers import SUFFIXES
 
@@ -63,11 +64,7 @@ def apply_pipeline(
     batch_size: int = PIPE_BATCH_SIZE,
     base: Optional[Union[str, Path]] = None,
     gpu_id: int = -1,
-    ray: bool = False,
-    address: Optional[str] = None,
-    actors: Optional[int] = None,
-    gpus_per_actor: Optional[float] = None,
-    cpus_per_actor: float = 1.0,
+    ray: Union[bool, RayOptions] = False,
     progress: bool = False,
     stop_after_shards: Optional[int] = None,
 ) -> ApplyResult:
@@ -75,9 +72,8 @@ def apply_pipeline(
     loaded Language) over `source` (a file or a folder) and write the rows to
     the folder `output`, shard by shard; a rerun finishes an interrupted run.
 
-    With `ray=True` (or an `address`), the shards run on a Ray cluster:
-    `actors` actors, each with `cpus_per_actor` CPUs (its torch threads) and
-    `gpus_per_actor` GPUs (default: 1 when the cluster has GPUs). `base`
+    With `ray=True`, or `ray=RayOptions(...)` (the cluster's address, the
+    actors and what each reserves), the shards run on a Ray cluster. `base`
     points the pipeline to another copy of its base model, in this process or
     in every actor. `stop_after_shards` stops after that many shards (for
     tests and trials); `progress` shows a progress bar on stderr."""
@@ -87,7 +83,9 @@ def apply_pipeline(
         require_pyarrow_parquet("write Parquet output")
     if batch_size < 1:
         raise ApplyError(f"The batch size must be at least 1 (got {batch_size}).")
-    on_ray = ray or address is not None
+    if ray is True:
+        ray = RayOptions()
+    on_ray = isinstance(ray, RayOptions)
     if on_ray:
         from .ray_runner import import_ray
 
@@ -115,9 +113,7 @@ def apply_pipeline(
 
         started = time.perf_counter()
         run = run_ray(
-            pipeline, pending, folder, annotation, base=base,
-            address=address, actors=actors, gpus_per_actor=gpus_per_actor, cpus_per_actor=cpus_per_actor,
-            progress=progress, stop_after_shards=stop_after_shards,
+            pipeline, pending, folder, annotation, ray, base=base, progress=progress, stop_after_shards=stop_after_shards
         )
         seconds = time.perf_counter() - started - run.startup_seconds
         results, actor_count, startup, load = run.results, run.actors, run.startup_seconds, run.load_seconds

@@ -40,6 +40,7 @@ from ..decoder.identity import why_a_path
 from .annotate import Annotation, ShardResult, annotate_shard
 from .errors import ApplyError, find_apply_error
 from .output import OutputFolder
+from .ray_options import RayOptions
 from .readers import Shard
 
 RAY_MISSING = 'Running on Ray needs Ray Data: pip install "spacy-lsllama[ray]" (it installs ray[data] 2.60).'
@@ -235,12 +236,9 @@ def run_ray(
     shards: List[Shard],
     output: OutputFolder,
     annotation: Annotation,
+    options: RayOptions = RayOptions(),
     *,
     base: Optional[str] = None,
-    address: Optional[str] = None,
-    actors: Optional[int] = None,
-    gpus_per_actor: Optional[float] = None,
-    cpus_per_actor: float = 1.0,
     progress: bool = False,
     stop_after_shards: Optional[int] = None,
 ) -> RayRun:
@@ -252,15 +250,16 @@ def run_ray(
     if not shards:
         return run
     started = time.perf_counter()
-    owned = connect(ray, address)
+    owned = connect(ray, options.address)
     run.startup_seconds = time.perf_counter() - started
     context = ray.data.DataContext.get_current()
     saved = (context.enable_progress_bars, context.raise_original_map_exception)
     try:
         resources = ray.cluster_resources()
+        gpus_per_actor = options.gpus_per_actor
         if gpus_per_actor is None:
             gpus_per_actor = 1.0 if resources.get("GPU", 0) >= 1 else 0.0
-        run.actors = min(actors or default_actors(resources, gpus_per_actor, cpus_per_actor), len(shards))
+        run.actors = min(options.actors or default_actors(resources, gpus_per_actor, options.cpus_per_actor), len(shards))
         job = ActorJob(pipeline, base, output, annotation)
         context.enable_progress_bars = False  # ours counts docs, not blocks
         context.raise_original_map_exception = True  # an ApplyError, not a UserCodeException hiding it
@@ -271,7 +270,7 @@ def run_ray(
             batch_size=1,
             batch_format="pyarrow",
             compute=ray.data.ActorPoolStrategy(size=run.actors),
-            num_cpus=cpus_per_actor,
+            num_cpus=options.cpus_per_actor,
             num_gpus=gpus_per_actor,
             runtime_env={"env_vars": forwarded_env()} if forwarded_env() else None,
         )

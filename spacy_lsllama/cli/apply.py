@@ -18,6 +18,7 @@ from typing import Optional
 import typer
 from wasabi import msg
 
+from ..apply.ray_options import RayOptions, ray_help
 from ..decoder.defaults import PIPE_BATCH_SIZE
 from ._util import CommandError, reports_errors
 
@@ -37,10 +38,10 @@ def apply_cli(
     base: Optional[str] = typer.Option(None, "--base", help="Path to the base model, overriding the pipeline's (on every node with --ray)"),
     gpu_id: int = typer.Option(-1, "--gpu-id", help="GPU for the local run (-1: CPU)"),
     ray: bool = typer.Option(False, "--ray", help="Run on Ray Data: a local cluster, or RAY_ADDRESS's"),
-    address: Optional[str] = typer.Option(None, "--address", help="Ray cluster to join (e.g. ray://head:10001, auto); implies --ray"),
-    actors: Optional[int] = typer.Option(None, "--actors", help="Ray actors, each with its own pipeline (default: one per GPU, else one per CPU share)"),
-    gpus_per_actor: Optional[float] = typer.Option(None, "--gpus-per-actor", help="Default: 1 when the cluster has GPUs, else 0"),
-    cpus_per_actor: float = typer.Option(1.0, "--cpus-per-actor", help="CPUs Ray reserves per actor; its torch threads"),
+    address: Optional[str] = typer.Option(None, "--address", help=ray_help("address") + "; implies --ray"),
+    actors: Optional[int] = typer.Option(None, "--actors", help=ray_help("actors")),
+    gpus_per_actor: Optional[float] = typer.Option(None, "--gpus-per-actor", help=ray_help("gpus_per_actor")),
+    cpus_per_actor: Optional[float] = typer.Option(None, "--cpus-per-actor", help=ray_help("cpus_per_actor") + " (default: 1)"),
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar"),
 ):
     """Annotate a corpus with a trained pipeline: one machine, or a Ray cluster
@@ -48,12 +49,20 @@ def apply_cli(
     to the input by id; a rerun skips the shards already written."""
     from spacy_lsllama.apply import ApplyError, apply_pipeline
 
+    pool = {"actors": actors, "gpus_per_actor": gpus_per_actor, "cpus_per_actor": cpus_per_actor}
+    given = {name: value for name, value in pool.items() if value is not None}
     try:
+        if ray or address is not None:
+            on_ray = RayOptions(address=address, **given)
+        elif given:
+            flags = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise CommandError(f"{flags} size the Ray actor pool: add --ray (or --address), or drop them.")
+        else:
+            on_ray = False
         result = apply_pipeline(
             pipeline, input, output, text_key=text_key, id_key=id_key, input_format=input_format,
             output_format=output_format, docbin=docbin, shard_size=shard_size, batch_size=batch_size,
-            base=base, gpu_id=gpu_id, ray=ray, address=address, actors=actors, gpus_per_actor=gpus_per_actor,
-            cpus_per_actor=cpus_per_actor, progress=progress,
+            base=base, gpu_id=gpu_id, ray=on_ray, progress=progress,
         )
     except ApplyError as error:
         raise CommandError(str(error)) from None

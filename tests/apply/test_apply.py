@@ -20,7 +20,7 @@ from spacy.tokens import DocBin
 from typer.testing import CliRunner
 
 from pipelines import assert_same_predictions, train_pipeline
-from spacy_lsllama.apply import ApplyError, apply_pipeline, read_results
+from spacy_lsllama.apply import ApplyError, RayOptions, apply_pipeline, read_results
 from spacy_lsllama.cli import app
 
 PLACES = ["London", "Paris", "Rome", "Berlin", "Zürich", "São Paulo"]
@@ -306,6 +306,22 @@ def test_command_reports_bad_input_without_a_traceback(pipeline_dir, tmp_path):
     assert "Traceback" not in result.output
 
 
+@pytest.mark.parametrize("flags", [["--actors", "2"], ["--cpus-per-actor", "2"], ["--gpus-per-actor", "1"]])
+def test_command_refuses_actor_pool_flags_without_ray(pipeline_dir, small_texts, tmp_path, flags):
+    """They would be ignored in this process: the user meant --ray."""
+    source = write_lines(tmp_path / "corpus.txt", small_texts[:4])
+    result = CliRunner().invoke(app, ["apply", str(pipeline_dir), str(source), str(tmp_path / "out"), *flags])
+    assert result.exit_code == 1
+    assert f"{flags[0]} size the Ray actor pool: add --ray" in " ".join(result.output.split())
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("options", [{"actors": 0}, {"cpus_per_actor": 0}, {"gpus_per_actor": -1}])
+def test_ray_options_refuse_an_empty_pool(options):
+    with pytest.raises(ApplyError, match="must be"):
+        RayOptions(**options)
+
+
 # Ray Data --------------------------------------------------------------------------------
 
 
@@ -335,7 +351,7 @@ def assert_exactly_once(rows: List[Dict], ids: List) -> None:
 def test_ray_two_actors_equal_nlp_pipe(ray_cluster, pipeline_dir, big_corpus, tmp_path):
     source, texts, expected = big_corpus
     result = apply_pipeline(
-        pipeline_dir, source, tmp_path / "out", ray=True, actors=2, batch_size=32, shard_size=250,
+        pipeline_dir, source, tmp_path / "out", ray=RayOptions(actors=2), batch_size=32, shard_size=250,
         output_format="parquet",
     )
     assert (result.docs, result.shards_written, result.actors) == (2000, 8, 2)
@@ -357,7 +373,7 @@ def test_ray_actor_killed_mid_batch_is_restarted_and_every_input_is_written_once
     monkeypatch.setenv("SPACY_LSLLAMA_TEST_EXIT_AFTER_BATCHES", f"3:{marker}")
     base = shutil.copytree(tiny_model_dirs["metaspace"], tmp_path / "elsewhere" / "base")  # --base in the actor
     result = apply_pipeline(
-        pipeline_dir, source, tmp_path / "out", ray=True, actors=2, batch_size=4, shard_size=20, base=base
+        pipeline_dir, source, tmp_path / "out", ray=RayOptions(actors=2), batch_size=4, shard_size=20, base=base
     )
     assert marker.exists(), "no actor was killed"
     assert (result.docs, result.shards_written) == (240, 12)
@@ -373,7 +389,7 @@ def test_ray_interrupted_run_resumes_without_redoing_shards(
     texts, expected = small_texts * 8, small_expected * 8
     source = write_lines(tmp_path / "corpus.txt", texts)
     first = apply_pipeline(
-        pipeline_dir, source, tmp_path / "out", ray=True, actors=2, batch_size=8, shard_size=10, stop_after_shards=3
+        pipeline_dir, source, tmp_path / "out", ray=RayOptions(actors=2), batch_size=8, shard_size=10, stop_after_shards=3
     )
     assert first.shards_written == 3
     # the actors may have completed more shards than the driver had counted when it stopped
@@ -399,7 +415,7 @@ def test_ray_interrupted_run_resumes_without_redoing_shards(
 def test_ray_missing_base_names_the_node(ray_cluster, pipeline_dir, tmp_path):
     source = write_lines(tmp_path / "corpus.txt", ["I like London"])
     with pytest.raises(ApplyError) as error:
-        apply_pipeline(pipeline_dir, source, tmp_path / "out", ray=True, actors=1, base=tmp_path / "no-such-base")
+        apply_pipeline(pipeline_dir, source, tmp_path / "out", ray=RayOptions(actors=1), base=tmp_path / "no-such-base")
     message = str(error.value)
     node = ray_cluster.get_runtime_context().get_node_id()
     assert "no-such-base" in message and node in message

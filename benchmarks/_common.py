@@ -59,6 +59,12 @@ def machine_info() -> Dict[str, Any]:
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         "nproc": run("nproc"),
         "lscpu": run("lscpu | head"),
+        "cpu_model": run("lscpu | sed -n 's/^Model name: *//p' | head -1"),
+        # The flags that decide which kernels torch uses (bfloat16, int8, AMX).
+        "cpu_flags": sorted(
+            flag for flag in run("lscpu | sed -n 's/^Flags: *//p'").split()
+            if flag.startswith(("avx512", "amx", "avx_vnni", "avx2", "fma"))
+        ),
         "python": platform.python_version(),
         "torch_threads": torch.get_num_threads(),
         "packages": packages,

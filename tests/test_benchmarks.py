@@ -96,19 +96,22 @@ def test_accuracy_benchmark_trains_tests_and_records_failures(tiny_model_dirs, t
     output = tmp_path / "results" / "accuracy.json"
     bench_accuracy.main(
         ["--corpus", str(corpus), "--smollm2", str(tiny_model_dirs["byte_level"])]
-        + ["--minilm", str(tmp_path / "no-such-model"), "--systems", "spacy-cnn,minilm,ls-unllama"]
+        + ["--minilm", str(tmp_path / "no-such-model"), "--systems", "spacy-cnn,minilm,ls-unllama,shipped"]
         + ["--max-steps", "2", "--eval-frequency", "1", "--workdir", str(tmp_path / "runs")]
         + ["--output", str(output)]
     )
     results = {(r["task"], r["system"]): r for r in read(output)["results"]}
-    assert len(results) == 6
+    assert len(results) == 8
     for task in ("ner", "textcat"):
         failed = results[(task, "minilm")]
         assert failed["status"] == "failed"
         assert any("no-such-model" in line for line in failed["error"])
-        for system in ("spacy-cnn", "ls-unllama"):
+        for system in ("spacy-cnn", "ls-unllama", "shipped"):
             run = results[(task, system)]
             assert run["status"] == "ok", run.get("error")
+            assert run["shipped"] is (system == "shipped")
+            assert [step for step, _ in run["dev_curve"]] == [0, 1, 2]  # every evaluation
+            assert run["measured"]["machine"] and run["measured"]["date"]
             assert 0 <= run["test"]["f1" if task == "ner" else "accuracy"] <= 100
             assert run["train"]["peak_rss_mb"] > 0
             assert 0 < run["parameters"]["trainable"] <= run["parameters"]["total"]
@@ -147,6 +150,46 @@ def test_accuracy_output_keeps_the_rows_of_systems_not_run_again(tiny_model_dirs
     assert [r["system"] for r in results] == ["spacy-cnn", "spacy-cnn-long"]
     assert results[1] == first
     assert "spaCy CNN (tok2vec), 10x the steps" in output.with_suffix(".md").read_text(encoding="utf8")
+
+
+def _row(task, system, test, curve, shipped=False, per_type=None):
+    scores = {"f1": test, "macro_f1": test, "per_type_f1": per_type or {}}
+    return {"task": task, "system": system, "status": "ok", "shipped": shipped, "test": scores,
+            "dev_curve": [[0, 0.0]] + [[50 * (i + 1), score] for i, score in enumerate(curve)],
+            "measured": {"date": "2026-12-07", "machine": "2 cores"}}  # fmt: skip
+
+
+SYNTHETIC = [
+    _row("ner", "shipped", 78.0, [60, 75], shipped=True, per_type={"PER": 90.0, "MISC": 0.0}),
+    _row("ner", "mpnet", 70.0, [50, 69]),
+    _row("ner", "mpnet-lr0.0001", 80.0, [65, 79]),
+    _row("ner", "minilm", 72.0, [55, 70]),
+    _row("textcat", "shipped", 85.0, [80, 84], shipped=True),
+    _row("textcat", "mpnet", 86.0, [82, 85]),
+]
+
+
+def test_each_model_is_compared_at_its_best_learning_rate_on_dev():
+    chosen = {row["system"] for _, row in bench_accuracy.compared_rows(SYNTHETIC, "ner")}
+    assert chosen == {"shipped", "mpnet-lr0.0001", "minilm"}
+
+
+def test_the_floors_compare_the_shipped_recipes_with_mpnet_at_its_best_rate():
+    floors = {(f["task"], f["floor"]): f for f in bench_accuracy.floors(SYNTHETIC)}
+    ner = floors[("ner", "shipped test f1 >= all-mpnet-base-v2's")]
+    assert (ner["shipped"], ner["mpnet"], ner["mpnet_system"], ner["met"]) == (78.0, 80.0, "mpnet-lr0.0001", False)
+    assert floors[("ner", "no entity type at 0 F1")]["types_at_zero"] == ["MISC"]
+    assert floors[("textcat", "shipped test macro_f1 >= all-mpnet-base-v2's")]["met"] is False
+
+
+def test_dev_curves_are_drawn_from_the_results(tmp_path):
+    import plot_dev_curves
+
+    results = tmp_path / "accuracy.json"
+    results.write_text(json.dumps({"results": SYNTHETIC}), encoding="utf8")
+    written = plot_dev_curves.main(["--results", str(results), "--output-dir", str(tmp_path)])
+    assert [path.name for path in written] == ["dev_curves_ner.png", "dev_curves_textcat.png"]
+    assert all(path.read_bytes()[:4] == b"\x89PNG" for path in written)
 
 
 def test_accuracy_runs_end_the_schedule_with_their_step_budget():

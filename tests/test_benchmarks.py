@@ -174,6 +174,17 @@ def test_each_model_is_compared_at_its_best_learning_rate_on_dev():
     assert chosen == {"shipped", "mpnet-lr0.0001", "minilm"}
 
 
+def test_on_a_check_task_each_model_keeps_the_rate_chosen_on_its_tuning_task():
+    """WNUT-16 checks the NER recipes where they were not tuned: no choice is made on its data."""
+    rows = SYNTHETIC + [
+        _row("wnut16", "shipped", 40.0, [30, 35], shipped=True),
+        _row("wnut16", "mpnet-lr0.0001", 30.0, [20, 25]),
+        _row("wnut16", "mpnet", 50.0, [40, 45]),  # better on WNUT's dev, but not chosen on CoNLL's
+    ]
+    chosen = [row["system"] for _, row in bench_accuracy.compared_rows(rows, "wnut16")]
+    assert chosen == ["shipped", "mpnet-lr0.0001"]
+
+
 def test_the_floors_compare_the_shipped_recipes_with_mpnet_at_its_best_rate():
     floors = {(f["task"], f["floor"]): f for f in bench_accuracy.floors(SYNTHETIC)}
     ner = floors[("ner", "shipped test f1 >= all-mpnet-base-v2's")]

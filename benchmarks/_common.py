@@ -212,14 +212,19 @@ def build_plain(model: Path, *, quantization: Optional[str] = None):
             if hasattr(module, "support_avx512bf16_for_cpu"):
                 module.support_avx512bf16_for_cpu = False
         base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
+    from spacy_lsllama.decoder.lora_targets import resolve_targets
+
     lora = lora_settings()
+    # The config names its targets by role (null: the family's default); the
+    # baseline adapts the layers the plugin resolves them to.
+    targets = lora["target_modules"]
     peft_model = get_peft_model(
         base,
         LoraConfig(
             r=lora["r"],
             lora_alpha=lora["alpha"],
             lora_dropout=lora["dropout"],
-            target_modules=list(lora["target_modules"]),
+            target_modules=list(resolve_targets(base, targets if isinstance(targets, (str, type(None))) else tuple(targets))),
             bias="none",
         ),
     )

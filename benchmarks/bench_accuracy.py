@@ -229,6 +229,16 @@ def floors(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """The floors the shipped recipes must clear (issue #25), with the numbers:
     shipped test score >= mpnet-base's (at its best dev rate) on CoNLL-2003 and
     Rotten Tomatoes at the same budget, and no CoNLL entity type at 0 F1."""
+    def comparison(task: str, metric: str, floor: str, shipped: Dict[str, Any], mpnet: Dict[str, Any]) -> Dict[str, Any]:
+        return {
+            "task": task,
+            "floor": floor,
+            "shipped": round(shipped["test"][metric], 2),
+            "mpnet": round(mpnet["test"][metric], 2),
+            "mpnet_system": mpnet["system"],
+            "met": shipped["test"][metric] >= mpnet["test"][metric],
+        }
+
     checks = []
     for task, metric in (("ner", "f1"), ("textcat", "macro_f1")):
         chosen = [row for _, row in compared_rows(results, task)]
@@ -236,25 +246,12 @@ def floors(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         mpnet = next((row for row in chosen if row["system"].startswith("mpnet")), None)
         if shipped is None or mpnet is None:
             continue
-        checks.append({
-            "task": task,
-            "floor": f"shipped test {metric} >= all-mpnet-base-v2's",
-            "shipped": round(shipped["test"][metric], 2),
-            "mpnet": round(mpnet["test"][metric], 2),
-            "mpnet_system": mpnet["system"],
-            "met": shipped["test"][metric] >= mpnet["test"][metric],
-        })
+        checks.append(comparison(task, metric, f"shipped test {metric} >= all-mpnet-base-v2's", shipped, mpnet))
         doubled = {r["system"]: r for r in results if r["task"] == task and r["status"] == "ok"}
         if {"budget-2x-shipped", "budget-2x-mpnet"} <= set(doubled) and mpnet["system"] == "mpnet":
             shipped_2x, mpnet_2x = doubled["budget-2x-shipped"], doubled["budget-2x-mpnet"]
-            checks.append({
-                "task": task,
-                "floor": f"the same at twice the budget ({shipped_2x['max_steps']} steps)",
-                "shipped": round(shipped_2x["test"][metric], 2),
-                "mpnet": round(mpnet_2x["test"][metric], 2),
-                "mpnet_system": mpnet_2x["system"],
-                "met": shipped_2x["test"][metric] >= mpnet_2x["test"][metric],
-            })
+            floor = f"the same at twice the budget ({shipped_2x['max_steps']} steps)"
+            checks.append(comparison(task, metric, floor, shipped_2x, mpnet_2x))
         if task == "ner":
             per_type = shipped["test"].get("per_type_f1", {})
             zero = sorted(label for label, f in per_type.items() if f == 0)

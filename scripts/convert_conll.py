@@ -50,9 +50,11 @@ SPLITS = {
 Sentence = List[Tuple[str, str, str]]  # (word, POS, NER) per token
 
 
-def read_conll(path: Path) -> Iterator[Sentence]:
-    """Yield the sentences of a CoNLL-2003 file as lists of (word, POS, NER)."""
-    sentence: Sentence = []
+def read_columns(path: Path, columns: int) -> Iterator[List[List[str]]]:
+    """Yield the sentences of a file of one token a line (`columns` fields split
+    on whitespace, sentences separated by blank lines, `-DOCSTART-` lines
+    skipped) as lists of each token's fields."""
+    sentence: List[List[str]] = []
     with path.open(encoding="utf8") as file_:
         for line_no, line in enumerate(file_, start=1):
             fields = line.split()
@@ -63,12 +65,17 @@ def read_conll(path: Path) -> Iterator[Sentence]:
                 continue
             if fields[0] == "-DOCSTART-":
                 continue
-            if len(fields) != 4:
-                raise ValueError(f"{path}:{line_no}: expected 4 columns, got {line!r}")
-            word, pos, _chunk, ner = fields
-            sentence.append((word, pos, ner))
+            if len(fields) != columns:
+                raise ValueError(f"{path}:{line_no}: expected {columns} columns, got {line!r}")
+            sentence.append(fields)
     if sentence:
         yield sentence
+
+
+def read_conll(path: Path) -> Iterator[Sentence]:
+    """Yield the sentences of a CoNLL-2003 file as lists of (word, POS, NER)."""
+    for sentence in read_columns(path, 4):
+        yield [(word, pos, ner) for word, pos, _chunk, ner in sentence]
 
 
 def sentence_to_doc(vocab: Vocab, sentence: Sentence) -> Doc:

@@ -30,26 +30,15 @@ from spacy.vocab import Vocab
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a plain script
 from asset_manifest import DEFAULT_PACKAGES_DIR, AssetError, asset_path  # noqa: E402
+from convert_conll import read_columns  # noqa: E402
 
 Tweet = List[Tuple[str, str]]  # (word, IOB2 tag) per token
 
 
 def read_tweets(path: Path) -> Iterator[Tweet]:
     """Yield the tweets of the two-column file as lists of (word, tag)."""
-    tweet: Tweet = []
-    with path.open(encoding="utf8") as file_:
-        for line_no, line in enumerate(file_, start=1):
-            fields = line.split()
-            if not fields:
-                if tweet:
-                    yield tweet
-                tweet = []
-                continue
-            if len(fields) != 2:
-                raise ValueError(f"{path}:{line_no}: expected a word and a tag, got {line!r}")
-            tweet.append((fields[0], fields[1]))
-    if tweet:
-        yield tweet
+    for tweet in read_columns(path, 2):
+        yield [(word, tag) for word, tag in tweet]
 
 
 def main(

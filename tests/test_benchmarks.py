@@ -135,6 +135,20 @@ def test_accuracy_benchmark_skips_finished_runs(tiny_model_dirs, tmp_path):
     assert changed["max_steps"] == 2 and changed["train"] != first["train"]
 
 
+def test_checks_run_the_systems_chosen_on_the_tuning_task_at_half_the_budget(tiny_model_dirs, tmp_path):
+    for folder in ("rotten_tomatoes", "amazon_reviews"):
+        (tmp_path / "corpus" / folder).mkdir(parents=True)
+        for split in ("train", "dev", "test"):
+            write_corpus(tmp_path / "corpus" / folder / f"{split}.spacy")
+    args = ["--corpus", str(tmp_path / "corpus"), "--smollm2", str(tiny_model_dirs["byte_level"])]
+    args += ["--runs", "textcat/shipped,textcat/spacy-cnn", "--checks", "amazon_reviews", "--max-steps", "4"]
+    args += ["--eval-frequency", "2", "--workdir", str(tmp_path / "runs")]
+    results = bench_accuracy.main(args)["results"]
+    assert [(r["task"], r["system"], r["max_steps"]) for r in results] == [
+        ("textcat", "shipped", 4), ("textcat", "spacy-cnn", 4), ("amazon_reviews", "shipped", 2)
+    ]  # spaCy's CNN is not among the compared systems
+
+
 def test_accuracy_output_keeps_the_rows_of_systems_not_run_again(tiny_model_dirs, tmp_path):
     corpus = tmp_path / "corpus" / "rotten_tomatoes"
     corpus.mkdir(parents=True)

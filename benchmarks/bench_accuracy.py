@@ -181,6 +181,14 @@ SYSTEMS["budget-2x-mpnet"] = System(
     overrides={"training.optimizer.learn_rate.initial_rate": 5e-5},
     steps_factor=2,
 )
+# The shipped alternative NER config: spaCy's transition-based head, the rest as
+# configs/ner-bidirectional-linear.cfg (the head comparison on CoNLL-2003 is
+# bench_ner_heads.py's; this one runs it where the recipes were not tuned).
+SYSTEMS["transition-head"] = System(
+    "LS-unLLaMA with spaCy's transition-based ner (configs/ner-bidirectional.cfg)",
+    {"ner": PRODUCT_CONFIGS / "ner-bidirectional.cfg"},
+    base="smollm2",
+)
 DEFAULT_SYSTEMS = list(SYSTEMS)
 
 # What the summary table, the dev-curve figures and the floors compare: the

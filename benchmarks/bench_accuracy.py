@@ -64,6 +64,7 @@ class Task:
     kind: str  # "ner" or "textcat"
     corpus: str
     title: str
+    name: str  # short, for tables
     budget: float = 1.0  # the step budget, a share of --max-steps
     tuned_on: Optional[str] = None  # a check: each system runs at the rate chosen on this task
 
@@ -74,12 +75,16 @@ class Task:
 # system at the learning rate that was best on the dev set of the tuning task
 # of the same kind (--checks runs exactly those).
 TASKS: Dict[str, Task] = {
-    "ner": Task("ner", "conll2003", "CoNLL-2003 (news), first 2,000 training sentences"),
-    "textcat": Task("textcat", "rotten_tomatoes", "Rotten Tomatoes (film reviews), 2,000 training snippets"),
-    "wnut16": Task("ner", "wnut16", "WNUT-16 (tweets, 10 entity types), 1,594 training tweets", 0.5, "ner"),
+    "ner": Task("ner", "conll2003", "CoNLL-2003 (news), first 2,000 training sentences", "CoNLL-2003 (news)"),
+    "textcat": Task(
+        "textcat", "rotten_tomatoes", "Rotten Tomatoes (film reviews), 2,000 training snippets", "Rotten Tomatoes (film reviews)"
+    ),
+    "wnut16": Task(
+        "ner", "wnut16", "WNUT-16 (tweets, 10 entity types), 1,594 training tweets", "WNUT-16 (tweets), untuned", 0.5, "ner"
+    ),
     "amazon_reviews": Task(
         "textcat", "amazon_reviews", "Amazon product-review sentences (VADER ground truth), 1,963 training sentences",
-        0.5, "textcat",
+        "Amazon reviews, untuned", 0.5, "textcat",
     ),
 }
 
@@ -200,6 +205,18 @@ COMPARED = (
     ("all-mpnet-base-v2 (110M), full finetuning", "mpnet"),
     ("Gemma-3-270M, the shipped recipe", "gemma3"),
 )
+
+
+def learn_rate(row: Dict[str, Any]) -> Optional[float]:
+    """The initial learning rate a run trained with: its override, or its config's."""
+    from thinc.api import Config
+
+    rate = row.get("overrides", {}).get("training.optimizer.learn_rate.initial_rate")
+    if rate is None and row.get("config"):
+        rate = Config().from_disk(ROOT / row["config"], interpolate=False)["training"]["optimizer"]["learn_rate"].get(
+            "initial_rate"
+        )
+    return rate
 
 
 def best_dev(row: Dict[str, Any]) -> float:

@@ -58,6 +58,7 @@ def main(argv=None) -> List[Path]:
         rows = [(label, row) for label, row in compared_rows(results, task) if row.get("dev_curve")]
         if not rows:
             continue
+        Path(args.output_dir).mkdir(parents=True, exist_ok=True)
         output = Path(args.output_dir) / f"dev_curves_{task}.png"
         plot(task, rows, output)
         written.append(output)

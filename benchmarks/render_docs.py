@@ -79,7 +79,7 @@ def accuracy_table(result: Dict[str, Any]) -> str:
     """The shipped recipes against the encoders and the larger decoder, each
     at its best learning rate on dev, per task; then the floors of issue #25."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_accuracy import COMPARED, TASKS, compared_rows
+    from bench_accuracy import COMPARED, TASKS, compared_rows, learn_rate
 
     results = result["results"]
     columns = [label for label, _ in COMPARED]
@@ -99,8 +99,9 @@ def accuracy_table(result: Dict[str, Any]) -> str:
             if row is None:
                 cells.append("not run")
                 continue
-            measured.add((row["measured"]["date"], row["measured"]["machine"], ", ".join(row["measured"]["cpu_flags"])))
-            rate = row["overrides"].get("training.optimizer.learn_rate.initial_rate")
+            flags = [flag for flag in row["measured"]["cpu_flags"] if any(k in flag for k in ("bf16", "vnni", "amx"))]
+            measured.add((row["measured"]["date"], row["measured"]["machine"], ", ".join(flags) or "no bf16/vnni/amx"))
+            rate = learn_rate(row)
             text = f"{row['test'][metric]:.1f}"
             if spec.kind == "ner" and row["test"].get("per_type_f1"):
                 zeros = sum(f == 0 for f in row["test"]["per_type_f1"].values())
@@ -108,7 +109,7 @@ def accuracy_table(result: Dict[str, Any]) -> str:
             cells.append(text + (f" (lr {rate:g})" if rate is not None and not row.get("shipped") else ""))
         steps = sorted({row["max_steps"] for row in chosen.values()})
         budget = " or ".join(str(n) for n in steps)
-        name = f"{spec.title.split(',')[0]}, {'entity F1' if spec.kind == 'ner' else 'macro F'}, {budget} steps"
+        name = f"{spec.name}: {'entity F1' if spec.kind == 'ner' else 'macro F'}, {budget} steps"
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
     for floor in result.get("floors", []):

@@ -38,7 +38,7 @@ def plot(task: str, rows: List[Dict[str, Any]], output: Path) -> None:
     axes.set_ylabel(f"dev {metric} (%)")
     axes.set_title(TASKS[task].title, fontsize=10)
     axes.grid(alpha=0.3)
-    axes.legend(fontsize=8, loc="lower right")
+    axes.legend(fontsize=8, loc="best")
     date = rows[0][1]["measured"]["date"]
     machine = rows[0][1]["measured"]["machine"]
     figure.text(0.01, 0.01, f"{date}, {machine}", fontsize=7, color="gray")

@@ -213,18 +213,18 @@ def build_plain(model: Path, *, quantization: Optional[str] = None):
                 module.support_avx512bf16_for_cpu = False
         base = prepare_model_for_kbit_training(base, use_gradient_checkpointing=False)
     from spacy_lsllama.decoder.lora_targets import resolve_targets
+    from spacy_lsllama.decoder.settings import LoraSettings
 
-    lora = lora_settings()
     # The config names its targets by role (null: the family's default); the
     # baseline adapts the layers the plugin resolves them to.
-    targets = lora["target_modules"]
+    lora = LoraSettings.from_section(lora_settings())
     peft_model = get_peft_model(
         base,
         LoraConfig(
-            r=lora["r"],
-            lora_alpha=lora["alpha"],
-            lora_dropout=lora["dropout"],
-            target_modules=list(resolve_targets(base, targets if isinstance(targets, (str, type(None))) else tuple(targets))),
+            r=lora.r,
+            lora_alpha=lora.alpha,
+            lora_dropout=lora.dropout,
+            target_modules=list(resolve_targets(base, lora.target_modules)),
             bias="none",
         ),
     )

@@ -227,6 +227,17 @@ def test_dev_curves_are_drawn_from_the_results(tmp_path):
     assert all(path.read_bytes()[:4] == b"\x89PNG" for path in written)
 
 
+def test_a_run_is_redone_when_its_config_file_changes(tmp_path):
+    """The shipped configs change as recipes are chosen: a cached run of the
+    old file must not be taken for a run of the new one."""
+    config = tmp_path / "textcat.cfg"
+    config.write_text("[training]\nmax_steps = 150\n", encoding="utf8")
+    before = bench_accuracy.run_settings(config, {"training.max_steps": 300})
+    config.write_text("[training]\nmax_steps = 150\ndropout = 0.2\n", encoding="utf8")
+    after = bench_accuracy.run_settings(config, {"training.max_steps": 300})
+    assert bench_accuracy.run_key("textcat", "shipped", before) != bench_accuracy.run_key("textcat", "shipped", after)
+
+
 def test_accuracy_runs_end_the_schedule_with_their_step_budget():
     """The shipped configs give total_steps as a literal: a run with another
     budget overrides it together with max_steps."""

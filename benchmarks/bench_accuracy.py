@@ -208,6 +208,24 @@ SYSTEMS["search-textcat-all-linear-lr2.5e-4"] = System(
         "training.optimizer.learn_rate.initial_rate": 2.5e-4,
     },
 )
+# NER, for rare types (WNUT-16 left 8 of its 10 at 0 F1): the linear head's
+# output bias started at the tags' prior, and the loss weighted towards rare
+# tags (spacy_lsllama/heads/tag_frequencies.py); chosen on the dev sets of
+# CoNLL-2003 and WNUT-16 together.
+for name, head, title in (
+    ("search-ner-prior", {"bias_init": "prior"}, "the output bias at the tags' prior"),
+    (
+        "search-ner-prior-balance0.5",
+        {"bias_init": "prior", "class_balance": 0.5},
+        "the output bias at the tags' prior, the loss weighted by (n_max / n_tag) ** 0.5",
+    ),
+):
+    SYSTEMS[name] = System(
+        f"search: the shipped NER recipe, {title}",
+        {"ner": PRODUCT_CONFIGS / "ner-bidirectional-linear.cfg"},
+        base="smollm2",
+        overrides={f"components.ner.{key}": value for key, value in head.items()},
+    )
 DEFAULT_SYSTEMS = list(SYSTEMS)
 
 # What the summary table, the dev-curve figures and the floors compare: the

@@ -8,7 +8,10 @@ entities off the tags. This component does that inside a spaCy pipeline:
   gives tag logits for every token, from a `TransformerListener` that pools
   the first piece of each word by default, as the paper;
 - training: cross-entropy over BIO (the paper's) or BILUO tags, averaged over
-  the tokens whose gold tag is known. Tokens with missing annotation (spaCy's
+  the tokens whose gold tag is known; optionally weighted towards rare tags
+  (`class_balance`), with the output bias starting at the tags' prior
+  (`bias_init`; both from the tag counts of the training data, kept with
+  the component: spacy_lsllama/heads/tag_frequencies.py). Tokens with missing annotation (spaCy's
   "-" / None in `Example.get_aligned_ner()`, e.g. partial annotation or
   tokens the reference tokenization does not align) get no loss and no
   gradient: they are not taught to be "O";
@@ -54,10 +57,13 @@ from .tagging import (
     transition_masks,
     viterbi,
 )
+from .tag_frequencies import balance_weights, check_bias_init, check_class_balance, count_tags, prior_bias
 from .token_head import ARCHITECTURE, has_weights, output_width
 
 FACTORY = "lsllama_ner"
 DEFAULT_SCHEME = "BIO"
+DEFAULT_CLASS_BALANCE = 0.0
+DEFAULT_BIAS_INIT = "zero"
 MISSING = -1  # the gold tag index of a token whose annotation is missing
 
 DEFAULT_NER_MODEL: Dict[str, Any] = {
@@ -97,25 +103,32 @@ def gold_tag_ids(example: Example, index: Dict[str, int], scheme: str) -> numpy.
 
 
 def masked_cross_entropy(
-    ops: Ops, scores: Sequence[Floats2d], golds: Sequence[numpy.ndarray]
+    ops: Ops,
+    scores: Sequence[Floats2d],
+    golds: Sequence[numpy.ndarray],
+    tag_weights: Optional[numpy.ndarray] = None,
 ) -> Tuple[float, List[Floats2d]]:
     """Softmax cross-entropy of tag logits against gold tag indices, averaged
     over the tokens whose gold tag is known (index >= 0), and its gradient
     with respect to the logits. Tokens with a MISSING gold tag contribute
-    exactly 0 to both."""
-    n_known = sum(int((gold >= 0).sum()) for gold in golds)
-    denominator = max(n_known, 1)
+    exactly 0 to both. With `tag_weights` (one per tag), each token's term
+    weighs its gold tag's weight and the mean is the weighted mean."""
+    token_weights = [
+        numpy.where(gold >= 0, 1.0 if tag_weights is None else tag_weights[numpy.maximum(gold, 0)], 0.0)
+        for gold in golds
+    ]
+    denominator = sum(float(weights.sum()) for weights in token_weights) or 1.0
     loss = 0.0
     gradients: List[Floats2d] = []
-    for logits, gold in zip(scores, golds):
+    for logits, gold, weights in zip(scores, golds, token_weights):
         if len(gold) != len(logits):
             raise ValueError(f"Got {len(logits)} rows of tag scores for {len(gold)} gold tags.")
         log_probs = log_softmax(ops.to_numpy(logits))
         known = numpy.nonzero(gold >= 0)[0]
         gradient = numpy.exp(log_probs)
         gradient[known, gold[known]] -= 1.0
-        gradient[gold < 0] = 0.0
-        loss -= float(log_probs[known, gold[known]].sum())
+        gradient *= weights[:, None]
+        loss -= float((weights[known] * log_probs[known, gold[known]]).sum())
         gradients.append(ops.asarray2f((gradient / denominator).astype("float32")))
     return loss / denominator, gradients
 
@@ -146,12 +159,18 @@ class LinearEntityRecognizer(TrainablePipe):
         name: str = FACTORY,
         *,
         scheme: str = DEFAULT_SCHEME,
+        class_balance: float = DEFAULT_CLASS_BALANCE,
+        bias_init: str = DEFAULT_BIAS_INIT,
         scorer: Optional[Callable] = get_ner_prf,
     ) -> None:
         self.vocab = vocab
         self.model = model
         self.name = name
         self.scorer = scorer
+        self.class_balance = check_class_balance(class_balance)
+        self.bias_init = check_bias_init(bias_init)
+        # tag_counts: how many training tokens have each tag (in the order of
+        # tag_names), counted by initialize; they weigh the loss (class_balance).
         self.cfg: Dict[str, Any] = {"labels": [], "scheme": check_scheme(scheme)}
 
     @property
@@ -250,8 +269,21 @@ class LinearEntityRecognizer(TrainablePipe):
         for doc_scores in scores:
             if not numpy.isfinite(self.model.ops.to_numpy(doc_scores)).all():
                 raise ValueError(Errors.E940)
-        loss, d_scores = masked_cross_entropy(self.model.ops, scores, golds)
+        loss, d_scores = masked_cross_entropy(self.model.ops, scores, golds, self._tag_weights())
         return loss, d_scores
+
+    def _tag_weights(self) -> Optional[numpy.ndarray]:
+        """The loss weight of each tag (class_balance), None for the plain loss."""
+        if not self.class_balance:
+            return None
+        if "tag_counts" not in self.cfg:
+            raise ValueError(
+                f"{self.name}: class_balance needs the tag counts of the training data, which initialize "
+                "gathers; this component has none (it was saved before they were kept). Initialize it on "
+                "the training data (`spacy train` does, unless the component is sourced or frozen), or set "
+                "class_balance = 0."
+            )
+        return balance_weights(numpy.asarray(self.cfg["tag_counts"]), self.class_balance)
 
     def initialize(
         self,
@@ -261,7 +293,9 @@ class LinearEntityRecognizer(TrainablePipe):
         labels: Optional[Iterable[str]] = None,
     ) -> None:
         """Add the labels (given, or every entity label of the examples, in
-        sorted order) and initialize the model on a sample of the examples."""
+        sorted order), count the tags of the examples, and initialize the
+        model on a sample of them, its output bias at the tags' prior if
+        bias_init is "prior"."""
         validate_get_examples(get_examples, "LinearEntityRecognizer.initialize")
         if labels is None:
             labels = sorted({ent.label_ for eg in get_examples() for ent in eg.reference.ents})
@@ -276,6 +310,13 @@ class LinearEntityRecognizer(TrainablePipe):
             raise ValueError(Errors.E923.format(name=self.name))
         sample = [self.model.ops.alloc2f(len(doc), n_tags) for doc in docs]
         self.model.initialize(X=docs, Y=sample)
+        index = {name: i for i, name in enumerate(self.tag_names)}
+        counts = count_tags((gold_tag_ids(eg, index, self.scheme) for eg in get_examples()), n_tags)
+        self.cfg["tag_counts"] = counts.tolist()
+        if self.bias_init == "prior":
+            weights = balance_weights(counts, self.class_balance) if self.class_balance else None
+            output_layer = self.model.get_ref("output_layer")
+            output_layer.set_param("b", self.model.ops.asarray1f(prior_bias(counts, weights).astype("float32")))
 
     def add_label(self, label: str) -> int:
         """Add an entity label: 1 if it is new, 0 if it was there. Its tags
@@ -287,7 +328,10 @@ class LinearEntityRecognizer(TrainablePipe):
             raise ValueError(f"{self.name}: an entity label cannot be empty.")
         if label in self.labels:
             return 0
+        n_tags = len(self.tag_names)
         self.cfg["labels"].append(label)
+        if "tag_counts" in self.cfg:
+            self.cfg["tag_counts"].extend([0] * (len(self.tag_names) - n_tags))
         self.vocab.strings.add(label)
         if has_weights(self.model):
             self.model.attrs["resize_output"](self.model, len(self.tag_names))
@@ -300,15 +344,31 @@ class LinearEntityRecognizer(TrainablePipe):
     default_config={
         "model": DEFAULT_NER_MODEL,
         "scheme": DEFAULT_SCHEME,
+        "class_balance": DEFAULT_CLASS_BALANCE,
+        "bias_init": DEFAULT_BIAS_INIT,
         "scorer": {"@scorers": "spacy.ner_scorer.v1"},
     },
     default_score_weights=SCORE_WEIGHTS,
 )
 def make_ner(
-    nlp: Language, name: str, model: Model, scheme: str, scorer: Optional[Callable]
+    nlp: Language,
+    name: str,
+    model: Model,
+    scheme: str,
+    class_balance: float,
+    bias_init: str,
+    scorer: Optional[Callable],
 ) -> LinearEntityRecognizer:
     """LS-unLLaMA's NER head: a linear tagger over BIO (default, the paper's)
-    or BILUO tags, decoded into valid entities."""
+    or BILUO tags, decoded into valid entities.
+
+    class_balance: from 0 (plain cross-entropy, the paper's) to 1: how far the
+        loss evens out the tags' frequencies in the training data.
+    bias_init: "zero" (every tag starts equally likely) or "prior" (the
+        output bias starts at the log of the tags' frequencies).
+    """
     if scheme not in SCHEMES:
         raise ValueError(f"{name}: unknown scheme {scheme!r}; use one of {', '.join(SCHEMES)}.")
-    return LinearEntityRecognizer(nlp.vocab, model, name, scheme=scheme, scorer=scorer)
+    return LinearEntityRecognizer(
+        nlp.vocab, model, name, scheme=scheme, class_balance=class_balance, bias_init=bias_init, scorer=scorer
+    )

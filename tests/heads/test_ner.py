@@ -12,6 +12,7 @@ from spacy.training import Example
 
 from pipelines import TRAIN_DATA, transformer_config
 from spacy_lsllama.heads.ner import MISSING, LinearEntityRecognizer, gold_tag_ids, masked_cross_entropy
+from spacy_lsllama.heads.tag_frequencies import balance_weights, count_tags, prior_bias
 from spacy_lsllama.heads.tagging import tags_to_spans
 
 TEXTS = ["I like London a lot", "", "Paris is awful, really", "We loved the trip to Rome and Berlin"]
@@ -19,11 +20,12 @@ LONG_TEXT = " ".join(text for text, _ in TRAIN_DATA) + " and then London again"
 STRIDED = {"@span_getters": "spacy-transformers.strided_spans.v1", "window": 4, "stride": 3}
 
 
-def linear_pipeline(model_dir: Path, scheme: str = "BIO", **settings) -> spacy.Language:
-    """transformer (bidirectional unless set) + lsllama_ner with its defaults."""
+def linear_pipeline(model_dir: Path, scheme: str = "BIO", head=None, **settings) -> spacy.Language:
+    """transformer (bidirectional unless set) + lsllama_ner with its defaults
+    (and the settings in `head`)."""
     nlp = spacy.blank("en")
     nlp.add_pipe("transformer", config=transformer_config(model_dir, **{"bidirectional": True, **settings}))
-    nlp.add_pipe("lsllama_ner", name="ner", config={"scheme": scheme})
+    nlp.add_pipe("lsllama_ner", name="ner", config={"scheme": scheme, **(head or {})})
     return nlp
 
 
@@ -170,6 +172,28 @@ def test_the_loss_gradient_is_the_derivative_of_the_loss():
         assert gradients[doc][row, column] == pytest.approx(numeric, abs=1e-4)
 
 
+def test_the_weighted_loss_gradient_is_the_derivative_of_the_weighted_loss():
+    from thinc.api import NumpyOps
+
+    rng = numpy.random.default_rng(1)
+    scores = [rng.normal(size=(4, 3)), rng.normal(size=(2, 3))]
+    golds = [numpy.array([0, MISSING, 2, 1]), numpy.array([1, 0])]
+    weights = numpy.array([1.0, 4.0, 9.0])
+    loss, gradients = masked_cross_entropy(NumpyOps(), scores, golds, weights)
+    log_probs = [s - numpy.log(numpy.exp(s).sum(axis=1, keepdims=True)) for s in scores]
+    terms = [(weights[g], -lp[i, g]) for lp, gold in zip(log_probs, golds) for i, g in enumerate(gold) if g >= 0]
+    assert loss == pytest.approx(sum(w * ce for w, ce in terms) / sum(w for w, _ in terms))
+    step = 1e-6
+    for doc, row, column in [(0, 0, 0), (0, 2, 1), (1, 0, 1), (1, 1, 2), (0, 1, 0)]:
+        shifted = [s.copy() for s in scores]
+        shifted[doc][row, column] += step
+        numeric = (masked_cross_entropy(NumpyOps(), shifted, golds, weights)[0] - loss) / step
+        assert gradients[doc][row, column] == pytest.approx(numeric, abs=1e-4)
+    assert masked_cross_entropy(NumpyOps(), scores, golds, numpy.ones(3))[0] == pytest.approx(
+        masked_cross_entropy(NumpyOps(), scores, golds)[0]
+    )
+
+
 def test_a_batch_without_any_known_tag_gives_no_gradient():
     from thinc.api import NumpyOps
 
@@ -263,6 +287,94 @@ def test_overlapping_windows_give_a_token_its_first_windows_first_piece(metaspac
     assert in_two_windows > 0
 
 
+# Rare tags: the starting bias and the loss weights ---------------------------------
+
+RARE_DATA = [
+    ("Anna met Bob in Rome", {"entities": [(0, 4, "PER"), (9, 12, "PER"), (16, 20, "LOC")]}),
+    ("Bob likes Paris", {"entities": [(0, 3, "PER"), (10, 15, "LOC")]}),
+    ("We saw Anna today", {"entities": [(7, 11, "PER")]}),
+]
+
+
+def initialized(model_dir, head):
+    nlp = linear_pipeline(model_dir, head=head)
+    examples = ner_examples(nlp, RARE_DATA)
+    nlp.initialize(lambda: examples)
+    return nlp, examples
+
+
+def training_counts(nlp, examples):
+    ner = nlp.get_pipe("ner")
+    index = {name: i for i, name in enumerate(ner.tag_names)}
+    return count_tags([gold_tag_ids(eg, index, ner.scheme) for eg in examples], len(index))
+
+
+def tag_probabilities(nlp, texts):
+    logits = numpy.concatenate(nlp.get_pipe("ner").model.predict([nlp.make_doc(text) for text in texts]))
+    return numpy.exp(logits) / numpy.exp(logits).sum(axis=1, keepdims=True)
+
+
+def test_the_tag_counts_of_the_training_data_are_kept(metaspace_model):
+    nlp, examples = initialized(metaspace_model, {})
+    ner = nlp.get_pipe("ner")
+    assert ner.tag_names == ["O", "B-LOC", "I-LOC", "B-PER", "I-PER"]
+    assert ner.cfg["tag_counts"] == training_counts(nlp, examples).tolist() == [6, 2, 0, 4, 0]
+
+
+def test_a_prior_bias_makes_the_untrained_head_predict_the_training_frequencies(metaspace_model):
+    nlp, examples = initialized(metaspace_model, {"bias_init": "prior"})
+    expected = numpy.exp(prior_bias(training_counts(nlp, examples)))
+    probabilities = tag_probabilities(nlp, ["Nobody went anywhere", "Rome"])
+    assert probabilities == pytest.approx(numpy.tile(expected, (len(probabilities), 1)), abs=1e-6)
+
+
+def test_a_zero_bias_starts_every_tag_equally_likely(metaspace_model):
+    nlp, _ = initialized(metaspace_model, {"bias_init": "zero"})
+    assert tag_probabilities(nlp, ["Nobody went anywhere"]) == pytest.approx(numpy.full((3, 5), 0.2))
+
+
+def test_class_balance_weighs_each_token_by_the_rarity_of_its_tag(metaspace_model):
+    nlp, examples = initialized(metaspace_model, {"class_balance": 1.0, "bias_init": "zero"})
+    ner = nlp.get_pipe("ner")
+    weights = balance_weights(training_counts(nlp, examples), 1.0)
+    scores = ner.model.predict([eg.predicted for eg in examples])
+    index = {name: i for i, name in enumerate(ner.tag_names)}
+    golds = [gold_tag_ids(eg, index, ner.scheme) for eg in examples]
+    assert ner.get_loss(examples, scores)[0] == pytest.approx(masked_cross_entropy(ner.model.ops, scores, golds, weights)[0])
+    plain, _ = initialized(metaspace_model, {"class_balance": 0.0, "bias_init": "zero"})
+    assert plain.get_pipe("ner").get_loss(examples, scores)[0] == pytest.approx(numpy.log(5))
+    assert ner.get_loss(examples, scores)[0] == pytest.approx(numpy.log(5)), "uniform scores: the same loss, any weights"
+
+
+def test_with_class_balance_the_prior_bias_is_the_weighted_prior(metaspace_model):
+    nlp, examples = initialized(metaspace_model, {"class_balance": 0.5, "bias_init": "prior"})
+    counts = training_counts(nlp, examples)
+    expected = numpy.exp(prior_bias(counts, balance_weights(counts, 0.5)))
+    assert tag_probabilities(nlp, ["Rome"])[0] == pytest.approx(expected, abs=1e-6)
+
+
+def test_a_label_added_later_gets_a_count_of_zero(metaspace_model):
+    nlp, _ = initialized(metaspace_model, {"class_balance": 0.5})
+    ner = nlp.get_pipe("ner")
+    ner.add_label("ORG")
+    assert ner.cfg["tag_counts"] == [6, 2, 0, 4, 0, 0, 0]
+    examples = ner_examples(nlp, [("Anna joined Acme", {"entities": [(0, 4, "PER"), (12, 16, "ORG")]})])
+    assert numpy.isfinite(nlp.update(examples, sgd=nlp.resume_training())["ner"])
+
+
+def test_class_balance_without_tag_counts_says_to_initialize(metaspace_model):
+    nlp, examples = initialized(metaspace_model, {"class_balance": 0.5})
+    del nlp.get_pipe("ner").cfg["tag_counts"]  # as in a pipeline saved before the counts were kept
+    with pytest.raises(ValueError, match="class_balance needs the tag counts .* initialize"):
+        nlp.update(examples)
+
+
+@pytest.mark.parametrize("head, message", [({"class_balance": 2}, "class_balance must be"), ({"bias_init": "log"}, "bias_init must be")])
+def test_bad_rare_tag_settings_are_refused(metaspace_model, head, message):
+    with pytest.raises(ValueError, match=message):
+        linear_pipeline(metaspace_model, head=head)
+
+
 # Serialization ------------------------------------------------------------------
 
 
@@ -270,7 +382,8 @@ def test_save_load_and_pickle_give_the_same_entities(toy, tmp_path):
     expected = entities(toy, TEXTS + [LONG_TEXT])
     toy.to_disk(tmp_path / "pipeline")
     loaded = spacy.load(tmp_path / "pipeline")
-    assert loaded.get_pipe("ner").cfg == {"labels": ["LOC"], "scheme": "BIO"}
+    assert loaded.get_pipe("ner").cfg == toy.get_pipe("ner").cfg
+    assert loaded.get_pipe("ner").cfg["labels"] == ["LOC"] and len(loaded.get_pipe("ner").cfg["tag_counts"]) == 3
     assert entities(loaded, TEXTS + [LONG_TEXT]) == expected
     restored = pickle.loads(pickle.dumps(loaded))
     assert entities(restored, TEXTS + [LONG_TEXT]) == expected

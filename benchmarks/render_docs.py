@@ -130,7 +130,41 @@ def accuracy_table(result: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-RENDERERS: Dict[str, Callable[[Dict[str, Any]], str]] = {"serving": serving_table, "accuracy": accuracy_table}
+def project_table(result: Dict[str, Any]) -> str:
+    """The test scores of `spacy project run all` from a fresh clone
+    (benchmarks/bench_project.py), with its wall time and machine."""
+    machine, summary = result["machine"], result["summary"]
+    textcat, ner = summary["textcat"], summary["ner"]
+    flags = [flag for flag in machine["cpu_flags"] if any(k in flag for k in ("bf16", "vnni", "amx"))]
+    minutes, seconds = divmod(round(result["wall_seconds"]), 60)
+
+    def dev(task: Dict[str, Any]) -> str:
+        best = task["best_dev"]
+        return f"{best['score']:.1f} (step {best['step']} of {best['last_step']})"
+
+    per_type = ", ".join(f"{label} {f1:.1f}" for label, f1 in ner["per_type_f1"].items())
+    lines = [
+        "| task | pipeline | test set | test score | chance | best dev score |",
+        "|---|---|---|---|---|---|",
+        f"| textcat | LS-LLaMA (`{summary['settings'].get('textcat_config', '?')}`) | {textcat['test_docs']} Rotten "
+        f"Tomatoes snippets | accuracy {textcat['accuracy']:.1f}, macro F1 {textcat['macro_f1']:.1f} | "
+        f"{textcat['majority_accuracy']:.1f} (always {textcat['majority_label']}) | {dev(textcat)} |",
+        f"| NER | LS-unLLaMA (`{summary['settings'].get('ner_config', '?')}`) | {ner['test_docs']} CoNLL-2003 "
+        f"sentences | F1 {ner['f1']:.1f} (P {ner['precision']:.1f}, R {ner['recall']:.1f}; {per_type}) | ~0 | {dev(ner)} |",
+        "",
+        f"`python -m spacy project run all` from a fresh clone (commit {result['commit'][:7]}, fetching the "
+        f"assets included) took {minutes} min {seconds:02d} s on {machine['date'][:10]}, {machine['nproc']} cores "
+        f"{machine['cpu_model']} ({', '.join(flags) or 'no bf16/vnni/amx'}), OMP_NUM_THREADS="
+        f"{result.get('omp_num_threads') or 'unset'}. From `benchmarks/results/project.json`.",
+    ]
+    return "\n".join(lines)
+
+
+RENDERERS: Dict[str, Callable[[Dict[str, Any]], str]] = {
+    "serving": serving_table,
+    "accuracy": accuracy_table,
+    "project": project_table,
+}
 
 
 def render(text: str) -> str:

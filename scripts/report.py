@@ -8,7 +8,8 @@ folder:
 
 * ``summary.md``: the test scores of both pipelines beside what chance gives (the
   majority class for text classification), the run's settings and the training runs'
-  best dev scores;
+  best dev scores; and the same figures in ``summary.json``, which
+  benchmarks/bench_project.py records and the docs are rendered from;
 * ``training_curves.png``: per task, the mean training loss per step and the dev score
   over the training steps;
 * ``ner_predictions.html``: a displaCy page of test sentences, the gold entities above
@@ -278,6 +279,47 @@ def summary_markdown(
     return "\n".join(lines)
 
 
+def summary_record(
+    textcat: Dict[str, Any],
+    ner: Dict[str, Any],
+    textcat_test: Tuple[int, Counter],
+    ner_test_docs: int,
+    logs: Dict[str, List[Dict[str, Any]]],
+    settings: Dict[str, str],
+) -> Dict[str, Any]:
+    """The figures of summary.md as data, in %: test scores, chance, best dev."""
+    n_docs, counts = textcat_test
+    majority_label, majority = counts.most_common(1)[0] if counts else (None, 0)
+
+    def pct(value: Optional[float]) -> Optional[float]:
+        return None if value is None else round(100 * value, 2)
+
+    def best(entries: List[Dict[str, Any]]) -> Dict[str, Any]:
+        entry = max(entries, key=lambda e: e["score"])
+        return {"score": pct(entry["score"]), "step": entry["step"], "last_step": entries[-1]["step"]}
+
+    return {
+        "textcat": {
+            "test_docs": n_docs,
+            "accuracy": pct(textcat.get("cats_micro_f")),
+            "macro_f1": pct(textcat.get("cats_macro_f")),
+            "macro_auc": pct(textcat.get("cats_macro_auc")),
+            "majority_label": majority_label,
+            "majority_accuracy": pct(majority / n_docs) if n_docs else None,
+            "best_dev": best(logs["textcat"]),
+        },
+        "ner": {
+            "test_docs": ner_test_docs,
+            "f1": pct(ner.get("ents_f")),
+            "precision": pct(ner.get("ents_p")),
+            "recall": pct(ner.get("ents_r")),
+            "per_type_f1": {label: pct(prf["f"]) for label, prf in sorted((ner.get("ents_per_type") or {}).items())},
+            "best_dev": best(logs["ner"]),
+        },
+        "settings": settings,
+    }
+
+
 def main(
     output_dir: Path = typer.Option(Path("metrics"), help="Folder for the report files."),
     textcat_metrics: Path = typer.Option(Path("metrics/textcat.json")),
@@ -292,7 +334,7 @@ def main(
         [], help="KEY=VALUE shown in the summary's settings table (repeatable)."
     ),
 ) -> None:
-    """Write summary.md, training_curves.png and ner_predictions.html."""
+    """Write summary.md, summary.json, training_curves.png and ner_predictions.html."""
     start = time.perf_counter()
     settings = dict(item.split("=", 1) for item in setting)
     logs = {"textcat": read_log(textcat_log), "ner": read_log(ner_log)}
@@ -310,6 +352,8 @@ def main(
     )
     summary = output_dir / "summary.md"
     summary.write_text(text, encoding="utf8")
+    record = summary_record(textcat, ner, label_counts(textcat_test), ner_test_docs, logs, settings)
+    (output_dir / "summary.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf8")
     typer.echo(f"wrote {summary} ({time.perf_counter() - start:.1f} s)\n")
     typer.echo(text)
 

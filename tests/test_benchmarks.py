@@ -295,3 +295,21 @@ def test_serving_benchmark(tiny_model_dirs, tmp_path):
         assert entry["scores"]["pipeline"]["largest_cats_difference_to_training_form"] < 1e-4
         assert entry["scores"]["pipeline"]["entities_identical_to_training_form"]
         assert all(rss > 0 for rss in entry["peak_rss_gb"].values())
+
+
+def test_the_project_benchmark_sees_uncommitted_changes(tmp_path):
+    import subprocess
+
+    import bench_project
+
+    def git(*args):
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    git("init", "-q")
+    (tmp_path / "project.yml").write_text("title: x\n")
+    (tmp_path / "untracked.txt").write_text("not part of the project\n")
+    git("add", "project.yml")
+    git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "x")
+    assert bench_project.uncommitted_changes(tmp_path) == []
+    (tmp_path / "project.yml").write_text("title: y\n")
+    assert bench_project.uncommitted_changes(tmp_path) == ["project.yml"]

@@ -9,3 +9,35 @@ import render_docs  # noqa: E402
 
 def test_every_benchmark_table_in_the_docs_is_rendered_from_its_result_file():
     assert render_docs.main(["--check"]) == 0, "run python benchmarks/render_docs.py"
+
+
+def test_every_renderer_has_a_place_in_the_docs():
+    text = "".join(page.read_text() for page in render_docs.PAGES)
+    for name in render_docs.RENDERERS:
+        assert f"<!-- {name}-table -->" in text and f"<!-- /{name}-table -->" in text, name
+
+
+PROJECT_RUN = {
+    "commit": "0123456789abcdef",
+    "machine": {"date": "2026-12-07T13:00:00+00:00", "nproc": "2", "cpu_model": "AMD EPYC",
+                "cpu_flags": ["avx2", "avx512_bf16", "avx512_vnni"]},
+    "omp_num_threads": "2",
+    "wall_seconds": 856.4,
+    "summary": {
+        "textcat": {"test_docs": 500, "accuracy": 84.6, "macro_f1": 84.21, "majority_label": "POSITIVE",
+                    "majority_accuracy": 58.6, "best_dev": {"score": 84.0, "step": 250, "last_step": 300}},
+        "ner": {"test_docs": 500, "f1": 80.24, "precision": 81.6, "recall": 78.8,
+                "per_type_f1": {"LOC": 85.0, "MISC": 70.0, "ORG": 75.5, "PER": 88.1},
+                "best_dev": {"score": 82.2, "step": 300, "last_step": 300}},
+        "settings": {"textcat_config": "configs/textcat-causal.cfg", "ner_config": "configs/ner-bidirectional-linear.cfg"},
+    },
+}
+
+
+def test_the_project_table_is_the_recorded_run():
+    table = render_docs.project_table(PROJECT_RUN)
+    assert "accuracy 84.6, macro F1 84.2 | 58.6 (always POSITIVE) | 84.0 (step 250 of 300) |" in table
+    assert "F1 80.2 (P 81.6, R 78.8; LOC 85.0, MISC 70.0, ORG 75.5, PER 88.1)" in table
+    assert "configs/ner-bidirectional-linear.cfg" in table
+    assert "commit 0123456, fetching the assets included) took 14 min 16 s on 2026-12-07, 2 cores AMD EPYC" in table
+    assert "(avx512_bf16, avx512_vnni), OMP_NUM_THREADS=2" in table

@@ -133,6 +133,15 @@ def test_report_files(project):
     for heading in ("## Text classification", "## Named entities", "## Training", "## Settings"):
         assert heading in summary
     assert f"| max_steps | `{VARS['max_steps']}` |" in summary
+    record = srsly.read_json(metrics / "summary.json")
+    textcat = srsly.read_json(metrics / "textcat.json")["textcat"]
+    ner = srsly.read_json(metrics / "ner.json")["ner"]
+    assert record["textcat"]["macro_f1"] == round(100 * textcat["cats_macro_f"], 2)
+    assert f"| macro F1 | {record['textcat']['macro_f1']:.1f} |" in summary
+    assert record["ner"]["f1"] == round(100 * ner["ents_f"], 2)
+    assert set(record["ner"]["per_type_f1"]) <= NER_LABELS
+    assert record["textcat"]["test_docs"] == VARS["test_size"] and record["ner"]["best_dev"]["last_step"] == VARS["max_steps"]
+    assert record["settings"]["max_steps"] == str(VARS["max_steps"])
     assert (metrics / "training_curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     page = (metrics / "ner_predictions.html").read_text(encoding="utf8")
     assert page.count("<section") == VARS["report_docs"]

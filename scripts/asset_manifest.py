@@ -13,9 +13,11 @@ hashes with ``sha256sum`` and replace them here.
 from __future__ import annotations
 
 import hashlib
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict
+from typing import Dict, Iterator, Optional
 
 DEFAULT_PACKAGES_DIR = Path("assets") / "packages"
 
@@ -319,6 +321,19 @@ ARCHIVES: Dict[str, SplitArchive] = {
 
 class AssetError(RuntimeError):
     """An asset file is missing or does not have the recorded hash."""
+
+
+@contextmanager
+def exit_on_asset_error(hint: Optional[str] = None) -> Iterator[None]:
+    """For the scripts' commands: an AssetError inside is printed as
+    "ERROR: ..." (then `hint`, if any) on stderr, and the script exits with 1."""
+    try:
+        yield
+    except AssetError as err:
+        print(f"ERROR: {err}", file=sys.stderr)
+        if hint:
+            print(hint, file=sys.stderr)
+        raise SystemExit(1) from None
 
 
 def sha256_file(path: Path, chunk_size: int = 1 << 20) -> str:

@@ -32,7 +32,7 @@ import typer
 from spacy.tokens import DocBin
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a plain script
-from asset_manifest import DEFAULT_PACKAGES_DIR, AssetError, asset_path  # noqa: E402
+from asset_manifest import DEFAULT_PACKAGES_DIR, asset_path, exit_on_asset_error  # noqa: E402
 
 LABELS = ("POSITIVE", "NEGATIVE")
 NEUTRAL_BELOW = 0.5  # |mean rating| below this: left out
@@ -69,11 +69,8 @@ def main(
     seed: int = typer.Option(0, help="Seed of the shuffle of reviews."),
 ) -> None:
     """Write the review sentences as POSITIVE/NEGATIVE textcat data, split by review."""
-    try:
+    with exit_on_asset_error():
         source = asset_path("amazon-reviews", packages_dir)
-    except AssetError as err:
-        typer.echo(f"ERROR: {err}", err=True)
-        raise typer.Exit(code=1)
     reviews = read_reviews(source)
     order = sorted(reviews)
     random.Random(seed).shuffle(order)

@@ -38,7 +38,7 @@ from spacy.tokens import Doc, DocBin
 from spacy.vocab import Vocab
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a plain script
-from asset_manifest import DEFAULT_PACKAGES_DIR, AssetError, asset_path  # noqa: E402
+from asset_manifest import DEFAULT_PACKAGES_DIR, asset_path, exit_on_asset_error  # noqa: E402
 
 # output name -> asset key of the source file
 SPLITS = {
@@ -127,11 +127,8 @@ def main(
     vocab = Vocab()
     for split, key in SPLITS.items():
         start = time.perf_counter()
-        try:
+        with exit_on_asset_error():
             source = asset_path(key, packages_dir)
-        except AssetError as err:
-            typer.echo(f"ERROR: {err}", err=True)
-            raise typer.Exit(code=1)
         sentences = list(read_conll(source))
         chosen = sample(sentences, limits[split], seed, first)
         doc_bin = DocBin(attrs=["ORTH", "TAG", "ENT_IOB", "ENT_TYPE"])

@@ -40,7 +40,7 @@ import typer
 from spacy.tokens import DocBin
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a plain script
-from asset_manifest import DEFAULT_PACKAGES_DIR, AssetError, asset_path  # noqa: E402
+from asset_manifest import DEFAULT_PACKAGES_DIR, asset_path, exit_on_asset_error  # noqa: E402
 
 LABELS = {"fresh": "POSITIVE", "rotten": "NEGATIVE"}
 SPLIT_ORDER = ("test", "dev", "train")  # the order the shuffled data are carved in
@@ -110,11 +110,8 @@ def main(
     sizes = {"train": train_size, "dev": dev_size, "test": test_size}
     if any(size < 0 for size in sizes.values()):
         raise typer.BadParameter("sizes must be >= 0")
-    try:
+    with exit_on_asset_error():
         source = asset_path("rotten-tomatoes", packages_dir)
-    except AssetError as err:
-        typer.echo(f"ERROR: {err}", err=True)
-        raise typer.Exit(code=1)
     examples = read_snippets(source, keep_duplicates=keep_duplicates)
     try:
         splits = split_examples(examples, sizes, seed)

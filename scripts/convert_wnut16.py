@@ -29,7 +29,7 @@ from spacy.tokens import Doc, DocBin
 from spacy.vocab import Vocab
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a plain script
-from asset_manifest import DEFAULT_PACKAGES_DIR, AssetError, asset_path  # noqa: E402
+from asset_manifest import DEFAULT_PACKAGES_DIR, asset_path, exit_on_asset_error  # noqa: E402
 from convert_conll import read_columns  # noqa: E402
 
 Tweet = List[Tuple[str, str]]  # (word, IOB2 tag) per token
@@ -49,11 +49,8 @@ def main(
     seed: int = typer.Option(0, help="Seed of the shuffle."),
 ) -> None:
     """Write WNUT-16's tweets as one Doc each, entities from the IOB2 tags."""
-    try:
+    with exit_on_asset_error():
         source = asset_path("wnut16", packages_dir)
-    except AssetError as err:
-        typer.echo(f"ERROR: {err}", err=True)
-        raise typer.Exit(code=1)
     tweets = list(read_tweets(source))
     if dev_size + test_size >= len(tweets):
         raise typer.BadParameter(f"dev and test take {dev_size + test_size} of only {len(tweets)} tweets")

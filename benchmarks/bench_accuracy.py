@@ -213,6 +213,7 @@ SYSTEMS["search-textcat-all-linear-lr2.5e-4"] = System(
 # tags (spacy_lsllama/heads/tag_frequencies.py); chosen on the dev sets of
 # CoNLL-2003 and WNUT-16 together.
 for name, head, title in (
+    ("search-ner-zero-bias", {"bias_init": "zero"}, "the output bias at zero (shipped until this search)"),
     ("search-ner-prior", {"bias_init": "prior"}, "the output bias at the tags' prior"),
     (
         "search-ner-prior-balance0.5",

@@ -130,6 +130,38 @@ def accuracy_table(result: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def search_table(result: Dict[str, Any]) -> str:
+    """The recipe search: per task, the shipped recipe and each `search-*`
+    system, with the dev score it was chosen on and, for reference, its test
+    score."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_accuracy import SYSTEMS, TASKS, best_dev, learn_rate
+
+    lines = [
+        "| task | recipe | best dev (step) | test | learning rate |",
+        "|---|---|---:|---:|---:|",
+    ]
+    for task, spec in TASKS.items():
+        rows = [
+            r for r in result["results"]
+            if r["task"] == task and r["status"] == "ok" and r.get("dev_curve")
+            and (r.get("shipped") or r["system"].startswith("search-"))
+        ]  # fmt: skip
+        if not any(r["system"].startswith("search-") for r in rows):
+            continue
+        metric, metric_name = ("f1", "F1") if spec.kind == "ner" else ("macro_f1", "macro F")
+        for r in sorted(rows, key=lambda r: (not r.get("shipped"), r["system"])):
+            title = SYSTEMS[r["system"]].title if r["system"] in SYSTEMS else r["title"]
+            title = "**as shipped now**" if r.get("shipped") else title.removeprefix("search: ")
+            step = max(r["dev_curve"], key=lambda point: point[1])[0]
+            lines.append(
+                f"| {spec.name}: {metric_name}, {r['max_steps']} steps | {title} | {best_dev(r):.1f} ({step}) | "
+                f"{r['test'][metric]:.1f} | {learn_rate(r):g} |"
+            )
+    lines += ["", "From `benchmarks/results/accuracy.json` (seed 0, one run each)."]
+    return "\n".join(lines)
+
+
 def project_table(result: Dict[str, Any]) -> str:
     """The test scores of `spacy project run all` from a fresh clone
     (benchmarks/bench_project.py), with its wall time and machine."""
@@ -163,13 +195,19 @@ def project_table(result: Dict[str, Any]) -> str:
 RENDERERS: Dict[str, Callable[[Dict[str, Any]], str]] = {
     "serving": serving_table,
     "accuracy": accuracy_table,
+    "search": search_table,
     "project": project_table,
 }
 
 
+def result_file(name: str) -> Path:
+    """The result file a table is rendered from: the recipe search is in accuracy.json."""
+    return RESULTS / f"{'accuracy' if name == 'search' else name}.json"
+
+
 def render(text: str) -> str:
     for name, renderer in RENDERERS.items():
-        path = RESULTS / f"{name}.json"
+        path = result_file(name)
         if not path.exists():
             continue
         table = renderer(json.loads(path.read_text()))

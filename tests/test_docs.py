@@ -41,3 +41,19 @@ def test_the_project_table_is_the_recorded_run():
     assert "configs/ner-bidirectional-linear.cfg" in table
     assert "commit 0123456, fetching the assets included) took 14 min 16 s on 2026-12-07, 2 cores AMD EPYC" in table
     assert "(avx512_bf16, avx512_vnni), OMP_NUM_THREADS=2" in table
+
+
+def test_the_search_table_shows_each_recipe_with_the_dev_score_it_was_chosen_on():
+    def row(system, dev_curve, f1, shipped=False):
+        return {"task": "ner", "system": system, "status": "ok", "shipped": shipped, "dev_curve": dev_curve,
+                "test": {"f1": f1}, "max_steps": 300, "learn_rate": 1e-3, "title": system}
+
+    results = {"results": [
+        row("search-ner-zero-bias", [[0, 0.0], [300, 84.46]], 80.5),
+        row("shipped", [[0, 0.0], [250, 83.7], [300, 84.2]], 81.0, shipped=True),
+        row("mpnet", [[0, 0.0], [300, 57.4]], 57.3),
+    ]}
+    lines = render_docs.search_table(results).splitlines()
+    assert lines[2] == "| CoNLL-2003 (news): F1, 300 steps | **as shipped now** | 84.2 (300) | 81.0 | 0.001 |"
+    assert "output bias at zero (shipped until this search) | 84.5 (300) | 80.5 |" in lines[3]
+    assert not any("mpnet" in line for line in lines)

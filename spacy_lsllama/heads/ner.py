@@ -338,7 +338,18 @@ class LinearEntityRecognizer(TrainablePipe):
         self.vocab.strings.add(label)
         if has_weights(self.model):
             self.model.attrs["resize_output"](self.model, len(self.tag_names))
+            if self.bias_init == "prior":
+                self._start_new_tags_unlikely(n_tags)
         return 1
+
+    def _start_new_tags_unlikely(self, n_old: int) -> None:
+        """Give the tags after the first `n_old` the bias of the least likely
+        old tag: with a prior bias, the zero bias of a resized layer would
+        make a new label's tags likelier than "O" everywhere."""
+        output_layer = self.model.get_ref("output_layer")
+        bias = self.model.ops.to_numpy(output_layer.get_param("b")).copy()
+        bias[n_old:] = bias[:n_old].min()
+        output_layer.set_param("b", self.model.ops.asarray1f(bias))
 
 
 @Language.factory(

@@ -18,7 +18,8 @@ standard deviation near 3 (loss 6.7 for 9 tags). The bias starts at zero
 (every tag equally likely) and `lsllama_ner` sets it to the tags' prior when
 it initializes (its `bias_init`, spacy_lsllama/heads/tag_frequencies.py). The
 output layer is resizable: a label added after training appends tags, with
-zero weights and bias, and keeps the trained ones.
+zero weights and bias (which `lsllama_ner` lowers to its least likely tag's
+when its bias started at the prior), and keeps the trained ones.
 
 Every forward and init function here is thinc's or a module-level function,
 never a closure: pipelines are pickled to reach worker processes.

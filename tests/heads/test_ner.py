@@ -367,6 +367,16 @@ def test_a_label_added_later_gets_a_count_of_zero(metaspace_model):
     assert numpy.isfinite(nlp.update(examples, sgd=nlp.resume_training())["ner"])
 
 
+def test_a_label_added_later_starts_as_unlikely_as_the_least_likely_tag(metaspace_model):
+    nlp, _ = initialized(metaspace_model, {"bias_init": "prior"})
+    ner = nlp.get_pipe("ner")
+    ner.add_label("ORG")
+    assert ner.tag_names[2] == "I-LOC" and ner.cfg["tag_counts"][2] == 0  # never seen in training
+    probabilities = tag_probabilities(nlp, ["Anna joined Acme"])
+    assert probabilities[:, -2:] == pytest.approx(numpy.repeat(probabilities[:, 2:3], 2, axis=1), rel=1e-5)
+    assert (probabilities[:, -2:].max(axis=1) < probabilities[:, 0]).all(), "the new tags do not outrank O"
+
+
 def test_class_balance_without_tag_counts_says_to_initialize(metaspace_model):
     nlp, examples = initialized(metaspace_model, {"class_balance": 0.5})
     del nlp.get_pipe("ner").cfg["tag_counts"]  # as in a pipeline saved before the counts were kept

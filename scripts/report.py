@@ -209,76 +209,6 @@ predicted ones. All entities right in {exact} of {len(gold_docs)} sentences.</p>
 # ---------------------------------------------------------------- the summary
 
 
-def _pct(value: Optional[float]) -> str:
-    return "-" if value is None else f"{100 * value:.1f}"
-
-
-def _best(entries: List[Dict[str, Any]]) -> str:
-    best = max(entries, key=lambda entry: entry["score"])
-    return f"{100 * best['score']:.1f} at step {best['step']} (of {entries[-1]['step']})"
-
-
-def summary_markdown(
-    textcat: Dict[str, Any],
-    ner: Dict[str, Any],
-    textcat_test: Tuple[int, Counter],
-    ner_test_docs: int,
-    logs: Dict[str, List[Dict[str, Any]]],
-    settings: Dict[str, str],
-    page: Dict[str, int],
-) -> str:
-    n_docs, counts = textcat_test
-    majority_label, majority = counts.most_common(1)[0] if counts else ("-", 0)
-    majority_acc = majority / n_docs if n_docs else None
-    lines = [
-        "# spacy-lsllama: test scores",
-        "",
-        "Scores on the held-out test sets (`spacy evaluate`), in %. The pipelines were",
-        "selected on the dev sets (model-best), never on the test sets.",
-        "",
-        f"## Text classification: LS-LLaMA (causal), Rotten Tomatoes, {n_docs} test snippets",
-        "",
-        "| metric | score | chance |",
-        "| --- | ---: | ---: |",
-        f"| accuracy | {_pct(textcat.get('cats_micro_f'))} | "
-        f"{_pct(majority_acc)} (always {majority_label}) |",
-        f"| macro F1 | {_pct(textcat.get('cats_macro_f'))} | "
-        f"{_pct(majority_acc / (1 + majority_acc) if majority_acc else None)} |",
-        f"| macro ROC AUC | {_pct(textcat.get('cats_macro_auc'))} | 50.0 |",
-        "",
-        f"## Named entities: LS-unLLaMA (bidirectional), CoNLL-2003, {ner_test_docs} test sentences",
-        "",
-        "| entity type | precision | recall | F1 |",
-        "| --- | ---: | ---: | ---: |",
-        f"| **all** | {_pct(ner.get('ents_p'))} | {_pct(ner.get('ents_r'))} | "
-        f"**{_pct(ner.get('ents_f'))}** |",
-    ]
-    for label, prf in sorted((ner.get("ents_per_type") or {}).items()):
-        lines.append(f"| {label} | {_pct(prf['p'])} | {_pct(prf['r'])} | {_pct(prf['f'])} |")
-    lines += [
-        "",
-        f"All entities right in {page['exact']} of the {page['sentences']} sentences of "
-        "[ner_predictions.html](ner_predictions.html).",
-        "",
-        "## Training",
-        "",
-        "| task | best dev score | test speed (words/s) |",
-        "| --- | --- | ---: |",
-        f"| textcat | {_best(logs['textcat'])} | {textcat.get('speed') or 0:.0f} |",
-        f"| ner | {_best(logs['ner'])} | {ner.get('speed') or 0:.0f} |",
-        "",
-        "Curves: [training_curves.png](training_curves.png).",
-        "",
-        "## Settings",
-        "",
-        "| setting | value |",
-        "| --- | --- |",
-    ]
-    lines += [f"| {key} | `{value}` |" for key, value in settings.items()]
-    lines.append("")
-    return "\n".join(lines)
-
-
 def summary_record(
     textcat: Dict[str, Any],
     ner: Dict[str, Any],
@@ -287,7 +217,8 @@ def summary_record(
     logs: Dict[str, List[Dict[str, Any]]],
     settings: Dict[str, str],
 ) -> Dict[str, Any]:
-    """The figures of summary.md as data, in %: test scores, chance, best dev."""
+    """The run's figures, in %: test scores beside chance, best dev scores,
+    speed and settings. summary.md is rendered from it, summary.json is it."""
     n_docs, counts = textcat_test
     majority_label, majority = counts.most_common(1)[0] if counts else (None, 0)
 
@@ -298,6 +229,7 @@ def summary_record(
         entry = max(entries, key=lambda e: e["score"])
         return {"score": pct(entry["score"]), "step": entry["step"], "last_step": entries[-1]["step"]}
 
+    per_type = sorted((ner.get("ents_per_type") or {}).items())
     return {
         "textcat": {
             "test_docs": n_docs,
@@ -307,17 +239,79 @@ def summary_record(
             "majority_label": majority_label,
             "majority_accuracy": pct(majority / n_docs) if n_docs else None,
             "best_dev": best(logs["textcat"]),
+            "words_per_second": textcat.get("speed"),
         },
         "ner": {
             "test_docs": ner_test_docs,
             "f1": pct(ner.get("ents_f")),
             "precision": pct(ner.get("ents_p")),
             "recall": pct(ner.get("ents_r")),
-            "per_type_f1": {label: pct(prf["f"]) for label, prf in sorted((ner.get("ents_per_type") or {}).items())},
+            "per_type": {label: {key: pct(prf[key]) for key in ("p", "r", "f")} for label, prf in per_type},
+            "per_type_f1": {label: pct(prf["f"]) for label, prf in per_type},
             "best_dev": best(logs["ner"]),
+            "words_per_second": ner.get("speed"),
         },
         "settings": settings,
     }
+
+
+def _pct(value: Optional[float]) -> str:
+    return "-" if value is None else f"{value:.1f}"
+
+
+def _best(best: Dict[str, Any]) -> str:
+    return f"{best['score']:.1f} at step {best['step']} (of {best['last_step']})"
+
+
+def summary_markdown(record: Dict[str, Any], page: Dict[str, int]) -> str:
+    """summary.md: the figures of `record` (summary_record) as tables."""
+    textcat, ner = record["textcat"], record["ner"]
+    majority = textcat["majority_accuracy"]
+    chance_macro_f1 = None if majority is None else 100 * (majority / 100) / (1 + majority / 100)
+    lines = [
+        "# spacy-lsllama: test scores",
+        "",
+        "Scores on the held-out test sets (`spacy evaluate`), in %. The pipelines were",
+        "selected on the dev sets (model-best), never on the test sets.",
+        "",
+        f"## Text classification: LS-LLaMA (causal), Rotten Tomatoes, {textcat['test_docs']} test snippets",
+        "",
+        "| metric | score | chance |",
+        "| --- | ---: | ---: |",
+        f"| accuracy | {_pct(textcat['accuracy'])} | {_pct(majority)} (always {textcat['majority_label'] or '-'}) |",
+        f"| macro F1 | {_pct(textcat['macro_f1'])} | {_pct(chance_macro_f1)} |",
+        f"| macro ROC AUC | {_pct(textcat['macro_auc'])} | 50.0 |",
+        "",
+        f"## Named entities: LS-unLLaMA (bidirectional), CoNLL-2003, {ner['test_docs']} test sentences",
+        "",
+        "| entity type | precision | recall | F1 |",
+        "| --- | ---: | ---: | ---: |",
+        f"| **all** | {_pct(ner['precision'])} | {_pct(ner['recall'])} | **{_pct(ner['f1'])}** |",
+    ]
+    for label, prf in ner["per_type"].items():
+        lines.append(f"| {label} | {_pct(prf['p'])} | {_pct(prf['r'])} | {_pct(prf['f'])} |")
+    lines += [
+        "",
+        f"All entities right in {page['exact']} of the {page['sentences']} sentences of "
+        "[ner_predictions.html](ner_predictions.html).",
+        "",
+        "## Training",
+        "",
+        "| task | best dev score | test speed (words/s) |",
+        "| --- | --- | ---: |",
+        f"| textcat | {_best(textcat['best_dev'])} | {textcat['words_per_second'] or 0:.0f} |",
+        f"| ner | {_best(ner['best_dev'])} | {ner['words_per_second'] or 0:.0f} |",
+        "",
+        "Curves: [training_curves.png](training_curves.png).",
+        "",
+        "## Settings",
+        "",
+        "| setting | value |",
+        "| --- | --- |",
+    ]
+    lines += [f"| {key} | `{value}` |" for key, value in record["settings"].items()]
+    lines.append("")
+    return "\n".join(lines)
 
 
 def main(
@@ -347,14 +341,12 @@ def main(
     textcat = read_scores(textcat_metrics, "textcat")
     ner = read_scores(ner_metrics, "ner")
     ner_test_docs = label_counts(ner_test)[0]
-    text = summary_markdown(
-        textcat, ner, label_counts(textcat_test), ner_test_docs, logs, settings, page
-    )
-    summary = output_dir / "summary.md"
-    summary.write_text(text, encoding="utf8")
     record = summary_record(textcat, ner, label_counts(textcat_test), ner_test_docs, logs, settings)
     (output_dir / "summary.json").write_text(json.dumps(record, indent=2) + "\n", encoding="utf8")
-    typer.echo(f"wrote {summary} ({time.perf_counter() - start:.1f} s)\n")
+    text = summary_markdown(record, page)
+    summary = output_dir / "summary.md"
+    summary.write_text(text, encoding="utf8")
+    typer.echo(f"wrote {summary} and summary.json ({time.perf_counter() - start:.1f} s)\n")
     typer.echo(text)
 
 

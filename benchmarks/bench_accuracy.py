@@ -229,6 +229,12 @@ for name, head, title in (
         base="smollm2",
         overrides={f"components.ner.{key}": value for key, value in head.items()},
     )
+def in_recipe_search(system: str) -> bool:
+    """Whether a system is one of the recipe search's: the search-* systems,
+    and spaCy's transition head, the NER head the linear one is chosen over."""
+    return system.startswith("search-") or system == "transition-head"
+
+
 DEFAULT_SYSTEMS = list(SYSTEMS)
 
 # What the summary table, the dev-curve figures and the floors compare: the

@@ -131,11 +131,11 @@ def accuracy_table(result: Dict[str, Any]) -> str:
 
 
 def search_table(result: Dict[str, Any]) -> str:
-    """The recipe search: per task, the shipped recipe and each `search-*`
-    system, with the dev score it was chosen on and, for reference, its test
-    score."""
+    """The recipe search: per task, the shipped recipe and each system of the
+    search (bench_accuracy.in_recipe_search), with the dev score it was chosen
+    on and, for reference, its test score."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_accuracy import SYSTEMS, TASKS, best_dev, learn_rate
+    from bench_accuracy import SYSTEMS, TASKS, best_dev, in_recipe_search, learn_rate
 
     lines = [
         "| task | recipe | best dev (step) | test | learning rate |",
@@ -145,9 +145,9 @@ def search_table(result: Dict[str, Any]) -> str:
         rows = [
             r for r in result["results"]
             if r["task"] == task and r["status"] == "ok" and r.get("dev_curve")
-            and (r.get("shipped") or r["system"].startswith("search-"))
+            and (r.get("shipped") or in_recipe_search(r["system"]))
         ]  # fmt: skip
-        if not any(r["system"].startswith("search-") for r in rows):
+        if not any(in_recipe_search(r["system"]) for r in rows):
             continue
         metric, metric_name = ("f1", "F1") if spec.kind == "ner" else ("macro_f1", "macro F")
         for r in sorted(rows, key=lambda r: (not r.get("shipped"), r["system"])):

@@ -87,7 +87,7 @@ def accuracy_table(result: Dict[str, Any]) -> str:
         "| task (test metric) | " + " | ".join(columns) + " |",
         "|---|" + "---:|" * len(columns),
     ]
-    measured = set()
+    measured, earlier = set(), set()
     for task, spec in TASKS.items():
         chosen = dict(compared_rows(results, task))
         if not chosen:
@@ -106,12 +106,18 @@ def accuracy_table(result: Dict[str, Any]) -> str:
             if spec.kind == "ner" and row["test"].get("per_type_f1"):
                 zeros = sum(f == 0 for f in row["test"]["per_type_f1"].values())
                 text += f", {zeros} of {len(row['test']['per_type_f1'])} types at 0" if zeros else ""
-            cells.append(text + (f" (lr {rate:g})" if rate is not None and not row.get("shipped") else ""))
+            text += f" (lr {rate:g})" if rate is not None and not row.get("shipped") else ""
+            if row.get("earlier_recipe"):
+                earlier.add(row["earlier_recipe"])
+                text += "*"
+            cells.append(text)
         steps = sorted({row["max_steps"] for row in chosen.values()})
         budget = " or ".join(str(n) for n in steps)
         name = f"{spec.name}: {'entity F1' if spec.kind == 'ner' else 'macro F'}, {budget} steps"
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     lines.append("")
+    if earlier:
+        lines += [f"\\* Run with {'; '.join(sorted(earlier))}.", ""]
     for floor in result.get("floors", []):
         mark = "met" if floor["met"] else "**not met**"
         if "mpnet" in floor:

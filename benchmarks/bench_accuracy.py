@@ -34,6 +34,7 @@ import argparse
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -527,7 +528,11 @@ def run_one(task: str, name: str, args: argparse.Namespace, measured: Dict[str, 
         if previous.get("key") == key:
             print(f"[{task}/{name}] up to date, skipped", flush=True)
             return previous
-    run_dir.mkdir(parents=True, exist_ok=True)
+    # A run redone starts clean: spaCy's logger refuses to overwrite an old
+    # log (and would leave the old run's dev curve to be read as this one's).
+    if run_dir.exists():
+        shutil.rmtree(run_dir)
+    run_dir.mkdir(parents=True)
     # Where the dev scores are logged does not change what is trained: not in the key.
     overrides.update(dev_log_overrides(run_dir / "train_log.jsonl"))
     env = dict(os.environ, HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1", PYTHONUNBUFFERED="1")

@@ -133,6 +133,9 @@ def test_accuracy_benchmark_skips_finished_runs(tiny_model_dirs, tmp_path):
     assert again["train"] == first["train"]  # not retrained
     changed = bench_accuracy.main(args[:-4] + ["--max-steps", "2"] + args[-4:])["results"][0]
     assert changed["max_steps"] == 2 and changed["train"] != first["train"]
+    assert [step for step, _ in first["dev_curve"]] == [0, 1]
+    # spaCy's logger will not overwrite a log: the rerun's curve must be its own, not the first run's.
+    assert [step for step, _ in changed["dev_curve"]] == [0, 1, 2]
 
 
 def test_checks_run_the_systems_chosen_on_the_tuning_task_at_half_the_budget(tiny_model_dirs, tmp_path):

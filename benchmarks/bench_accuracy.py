@@ -230,6 +230,8 @@ for name, head, title in (
         base="smollm2",
         overrides={f"components.ner.{key}": value for key, value in head.items()},
     )
+
+
 def in_recipe_search(system: str) -> bool:
     """Whether a system is one of the recipe search's: the search-* systems,
     and spaCy's transition head, the NER head the linear one is chosen over."""

@@ -75,6 +75,12 @@ def serving_table(result: Dict[str, Any]) -> str:
     return "\n".join(lines).rstrip()
 
 
+def matrix_flags(cpu_flags: List[str]) -> str:
+    """The CPU flags that decide torch's bfloat16 and int8 kernels, for a
+    table's "measured on" line."""
+    return ", ".join(flag for flag in cpu_flags if any(k in flag for k in ("bf16", "vnni", "amx"))) or "no bf16/vnni/amx"
+
+
 def accuracy_table(result: Dict[str, Any]) -> str:
     """The shipped recipes against the encoders and the larger decoder, each
     at its best learning rate on dev, per task; then the floors of issue #25."""
@@ -99,8 +105,7 @@ def accuracy_table(result: Dict[str, Any]) -> str:
             if row is None:
                 cells.append("not run")
                 continue
-            flags = [flag for flag in row["measured"]["cpu_flags"] if any(k in flag for k in ("bf16", "vnni", "amx"))]
-            measured.add((row["measured"]["date"], row["measured"]["machine"], ", ".join(flags) or "no bf16/vnni/amx"))
+            measured.add((row["measured"]["date"], row["measured"]["machine"], matrix_flags(row["measured"]["cpu_flags"])))
             rate = learn_rate(row)
             text = f"{row['test'][metric]:.1f}"
             if spec.kind == "ner" and row["test"].get("per_type_f1"):
@@ -173,7 +178,6 @@ def project_table(result: Dict[str, Any]) -> str:
     (benchmarks/bench_project.py), with its wall time and machine."""
     machine, summary = result["machine"], result["summary"]
     textcat, ner = summary["textcat"], summary["ner"]
-    flags = [flag for flag in machine["cpu_flags"] if any(k in flag for k in ("bf16", "vnni", "amx"))]
     minutes, seconds = divmod(round(result["wall_seconds"]), 60)
 
     def dev(task: Dict[str, Any]) -> str:
@@ -192,7 +196,7 @@ def project_table(result: Dict[str, Any]) -> str:
         "",
         f"`python -m spacy project run all` from a fresh clone (commit {result['commit'][:7]}, fetching the "
         f"assets included) took {minutes} min {seconds:02d} s on {machine['date'][:10]}, {machine['nproc']} cores "
-        f"{machine['cpu_model']} ({', '.join(flags) or 'no bf16/vnni/amx'}), OMP_NUM_THREADS="
+        f"{machine['cpu_model']} ({matrix_flags(machine['cpu_flags'])}), OMP_NUM_THREADS="
         f"{result.get('omp_num_threads') or 'unset'}. From `benchmarks/results/project.json`.",
     ]
     return "\n".join(lines)

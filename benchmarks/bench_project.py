@@ -37,6 +37,16 @@ def uncommitted_changes(root: Path = ROOT) -> List[str]:
     return git("diff", "--name-only", "HEAD", cwd=root).splitlines()
 
 
+def clone_head(root: Path, workdir: Path) -> Path:
+    """A clone of `root`'s committed HEAD in a new folder under `workdir`
+    (workdir/project-XXXX): a second run never meets the first one's files,
+    and the first one's are kept."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    clone = Path(tempfile.mkdtemp(prefix="project-", dir=workdir))
+    git("clone", "--quiet", str(root), str(clone), cwd=workdir)
+    return clone
+
+
 def run_project(clone: Path, log: Path, env: Dict[str, str]) -> Dict[str, Any]:
     """`spacy project run all` in `clone`, its output in `log`: exit code and wall seconds."""
     start = time.perf_counter()
@@ -49,7 +59,7 @@ def run_project(clone: Path, log: Path, env: Dict[str, str]) -> Dict[str, Any]:
 
 def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--workdir", help="where to clone (default: a temporary folder, removed after)")
+    parser.add_argument("--workdir", help="where to clone, in a new folder each run (default: a temporary folder, removed after)")
     parser.add_argument("--output", help="the JSON file to write (e.g. benchmarks/results/project.json)")
     args = parser.parse_args(argv)
     changed = uncommitted_changes()
@@ -57,14 +67,13 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
         parser.error(f"uncommitted changes to {', '.join(changed[:5])}: commit them, the figures must be a commit's")
     commit = git("rev-parse", "HEAD")
     with tempfile.TemporaryDirectory() as temporary:
-        workdir = Path(args.workdir or temporary)
-        clone = workdir / "project"
-        git("clone", "--quiet", str(ROOT), str(clone))
+        clone = clone_head(ROOT, Path(args.workdir or temporary))
+        log = clone.with_name(clone.name + ".log")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         print(f"spacy project run all in {clone} (commit {commit[:10]})", flush=True)
-        run = run_project(clone, workdir / "project.log", env)
+        run = run_project(clone, log, env)
         if run["returncode"] != 0:
-            tail = (workdir / "project.log").read_text(encoding="utf8").splitlines()[-20:]
+            tail = log.read_text(encoding="utf8").splitlines()[-20:]
             raise SystemExit(f"spacy project run all failed ({run['returncode']}):\n" + "\n".join(tail))
         summary = json.loads((clone / "metrics" / "summary.json").read_text(encoding="utf8"))
     result = {

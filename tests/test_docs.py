@@ -57,3 +57,15 @@ def test_the_search_table_shows_each_recipe_with_the_dev_score_it_was_chosen_on(
     assert lines[2] == "| CoNLL-2003 (news): F1, 300 steps | **as shipped now** | 84.2 (300) | 81.0 | 0.001 |"
     assert "output bias at zero (shipped until this search) | 84.5 (300) | 80.5 |" in lines[3]
     assert not any("mpnet" in line for line in lines)
+
+
+def test_the_seeds_table_shows_the_spread_of_each_system_run_at_several_seeds():
+    def row(system, seed, dev, macro_f1):
+        return {"task": "textcat", "system": system, "seed": seed, "status": "ok", "shipped": system == "shipped",
+                "dev_curve": [[0, 30.0], [50, dev]], "test": {"macro_f1": macro_f1}}
+
+    results = {"results": [row("shipped", 0, 87.5, 82.0), row("shipped", 1, 85.0, 84.0), row("mpnet", 0, 85.8, 83.8)]}
+    lines = render_docs.seeds_table(results).splitlines()
+    assert lines[2].startswith("| Rotten Tomatoes (film reviews): macro F | spacy-lsllama as shipped")
+    assert lines[2].endswith("| 0, 1 | 83.0 (82.0–84.0) | 86.2 |")
+    assert not any("mpnet" in line for line in lines)  # one seed: no spread to show

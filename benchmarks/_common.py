@@ -57,7 +57,9 @@ def machine_info() -> Dict[str, Any]:
             packages[name] = None
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
-        "nproc": run("nproc"),
+        # The cores this process may use: `nproc` would obey OMP_NUM_THREADS.
+        "nproc": str(len(os.sched_getaffinity(0))),
+        "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "lscpu": run("lscpu | head"),
         "cpu_model": run("lscpu | sed -n 's/^Model name: *//p' | head -1"),
         # The flags that decide which kernels torch uses (bfloat16, int8, AMX).

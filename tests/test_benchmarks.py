@@ -401,3 +401,14 @@ def test_the_project_benchmark_clones_into_a_new_folder_each_time(tmp_path):
     second = bench_project.clone_head(repo, workdir)
     assert first != second and first.parent == second.parent == workdir
     assert (first / "metrics").is_dir() and (second / "project.yml").read_text() == "title: x\n"
+
+
+def test_the_machine_record_counts_the_cores_not_the_threads_a_run_was_given(monkeypatch):
+    """Runs are started with OMP_NUM_THREADS=1, which `nproc` obeys: the
+    record once said "1 cores" of a 2-core machine."""
+    import os
+
+    from _common import machine_info
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    assert machine_info()["nproc"] == str(len(os.sched_getaffinity(0)))

@@ -58,7 +58,7 @@ def machine_info() -> Dict[str, Any]:
     return {
         "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
         # The cores this process may use: `nproc` would obey OMP_NUM_THREADS.
-        "nproc": str(len(os.sched_getaffinity(0))),
+        "nproc": str(len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
         "lscpu": run("lscpu | head"),
         "cpu_model": run("lscpu | sed -n 's/^Model name: *//p' | head -1"),

@@ -300,18 +300,38 @@ def test_metric(task: str) -> str:
     return "f1" if TASKS[task].kind == "ner" else "macro_f1"
 
 
+def recipe_of(row: Dict[str, Any]) -> str:
+    """What a run trained, its seed aside: config (path and content), budget
+    and overrides."""
+    overrides = {key: value for key, value in row.get("overrides", {}).items() if key != "system.seed"}
+    recipe = [row.get("config"), row.get("config_sha256"), row.get("max_steps"), overrides]
+    return json.dumps(recipe, sort_keys=True, default=str)
+
+
+def runs_by_seed(results: List[Dict[str, Any]], task: str, system: str) -> Dict[int, Dict[str, Any]]:
+    """{seed: row} of a system's finished runs on a task that trained what
+    its seed-0 run trained (a seed-0 row redone after a config edit leaves
+    the older seeds' rows behind: those do not count), one row per seed."""
+    rows = [r for r in results if r["task"] == task and r["system"] == system and r["status"] == "ok" and r.get("dev_curve")]
+    reference = next((r for r in rows if seed_of(r) == 0), None)
+    if reference is None:
+        return {}
+    by_seed: Dict[int, Dict[str, Any]] = {}
+    for row in rows:
+        if recipe_of(row) == recipe_of(reference):
+            by_seed.setdefault(seed_of(row), row)
+    return dict(sorted(by_seed.items()))
+
+
 def seed_summary(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
-    """Per task and system run at more than one seed: the seeds, and the mean,
-    lowest and highest test score and the mean best dev score over them."""
-    groups: Dict[Any, List[Dict[str, Any]]] = {}
-    for row in results:
-        if row["status"] == "ok" and row.get("dev_curve"):
-            groups.setdefault((row["task"], row["system"]), []).append(row)
+    """Per task and system run at more than one seed (of the same recipe):
+    the seeds, and the mean, lowest and highest test score and the mean best
+    dev score over them."""
     summary = []
-    for (task, system), rows in groups.items():
+    for task, system in dict.fromkeys((r["task"], r["system"]) for r in results):
+        rows = list(runs_by_seed(results, task, system).values())
         if len(rows) < 2:
             continue
-        rows = sorted(rows, key=seed_of)
         tests = [row["test"][test_metric(task)] for row in rows]
         summary.append({
             "task": task,
@@ -373,10 +393,9 @@ def floors(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
             continue
         checks.append(comparison(task, metric, f"shipped test {metric} >= all-mpnet-base-v2's", shipped, mpnet))
         by_seed = {
-            system: {seed_of(r): r["test"][metric] for r in results
-                     if r["task"] == task and r["system"] == system and r["status"] == "ok"}
+            system: {seed: row["test"][metric] for seed, row in runs_by_seed(results, task, system).items()}
             for system in (shipped["system"], mpnet["system"])
-        }  # fmt: skip
+        }
         seeds = sorted(set(by_seed[shipped["system"]]) & set(by_seed[mpnet["system"]]))
         if len(seeds) > 1:
             shipped_scores = [by_seed[shipped["system"]][seed] for seed in seeds]
@@ -393,7 +412,7 @@ def floors(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
                 "mpnet_by_seed": mpnet_scores,
                 "met": shipped_mean >= mpnet_mean,
             })  # fmt: skip
-        doubled = {r["system"]: r for r in results if r["task"] == task and r["status"] == "ok"}
+        doubled = {r["system"]: r for r in results if r["task"] == task and r["status"] == "ok" and seed_of(r) == 0}
         if {"budget-2x-shipped", "budget-2x-mpnet"} <= set(doubled) and mpnet["system"] == "mpnet":
             shipped_2x, mpnet_2x = doubled["budget-2x-shipped"], doubled["budget-2x-mpnet"]
             floor = f"the same at twice the budget ({shipped_2x['max_steps']} steps)"
@@ -822,6 +841,11 @@ def markdown(results: List[Dict[str, Any]], header: Dict[str, Any]) -> str:
                          _fmt(s["test_max"]), by_seed, _fmt(s["dev_mean"])]  # fmt: skip
                 lines.append("| " + " | ".join(cells) + " |")
             lines.append("")
+        failed = [r for r in results if r["task"] == task and seed_of(r) != 0 and r["status"] != "ok"]
+        for r in failed:
+            reason = (r.get("error") or ["?"])[-1][:160]
+            lines += [f"- {r['system']}, seed {seed_of(r)}: failed ({reason})"]
+        lines += [""] if failed else []
     machines = {}
     for r in results:
         if r.get("measured"):

@@ -41,6 +41,7 @@ def clone_head(root: Path, workdir: Path) -> Path:
     """A clone of `root`'s committed HEAD in a new folder under `workdir`
     (workdir/project-XXXX): a second run never meets the first one's files,
     and the first one's are kept."""
+    workdir = workdir.resolve()
     workdir.mkdir(parents=True, exist_ok=True)
     clone = Path(tempfile.mkdtemp(prefix="project-", dir=workdir))
     git("clone", "--quiet", str(root), str(clone), cwd=workdir)

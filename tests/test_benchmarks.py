@@ -280,6 +280,37 @@ def test_systems_run_at_several_seeds_are_summarized_with_their_spread():
     assert summary[("textcat", "mpnet")]["seeds"] == [0, 1, 2, 3]
 
 
+def test_seeds_of_another_recipe_are_not_averaged_together():
+    """A seed-0 row rerun after a config edit keeps the older seeds' rows in
+    the file: only the seeds of the same config and overrides count, each once."""
+    def recipe(row, sha, rate=5e-4):
+        return {**row, "config": "configs/textcat-causal.cfg", "config_sha256": sha, "max_steps": 300,
+                "overrides": {"system.seed": row["seed"], "training.optimizer.learn_rate.initial_rate": rate}}
+
+    rows = [
+        recipe(_row("textcat", "shipped", 80.0, [80, 81], shipped=True), "new"),
+        recipe(_row("textcat", "shipped", 90.0, [90, 91], shipped=True, seed=1), "old"),  # before the edit
+        recipe(_row("textcat", "shipped", 82.0, [80, 82], shipped=True, seed=2), "new"),
+        recipe(_row("textcat", "shipped", 82.0, [80, 82], shipped=True, seed=2), "new"),  # listed twice
+        recipe(_row("textcat", "mpnet", 84.0, [80, 84], seed=0), "m"),
+        recipe(_row("textcat", "mpnet", 70.0, [70, 70], seed=1), "m", rate=1e-4),  # another rate
+        recipe(_row("textcat", "mpnet", 86.0, [80, 86], seed=2), "m"),
+    ]
+    summary = {s["system"]: s for s in bench_accuracy.seed_summary(rows)}
+    assert summary["shipped"]["seeds"] == [0, 2] and summary["shipped"]["test_by_seed"] == [80.0, 82.0]
+    assert summary["mpnet"]["seeds"] == [0, 2]
+    [floor] = [f for f in bench_accuracy.floors(rows) if f.get("seeds")]
+    assert (floor["seeds"], floor["shipped"], floor["mpnet"]) == ([0, 2], 81.0, 85.0)
+
+
+def test_the_twice_the_budget_floor_is_seed_0s():
+    doubled = [dict(_row("textcat", "budget-2x-shipped", 88.0, [84, 86]), max_steps=600),
+               dict(_row("textcat", "budget-2x-shipped", 70.0, [84, 86], seed=1), max_steps=600),
+               dict(_row("textcat", "budget-2x-mpnet", 87.0, [83, 85]), max_steps=600)]  # fmt: skip
+    [floor] = [f for f in bench_accuracy.floors(SYNTHETIC + doubled) if "twice the budget" in f["floor"]]
+    assert floor["shipped"] == 88.0
+
+
 def test_dev_curves_are_drawn_from_the_results(tmp_path):
     import plot_dev_curves
 
@@ -378,7 +409,7 @@ def test_the_project_benchmark_sees_uncommitted_changes(tmp_path):
     assert bench_project.uncommitted_changes(tmp_path) == ["project.yml"]
 
 
-def test_the_project_benchmark_clones_into_a_new_folder_each_time(tmp_path):
+def test_the_project_benchmark_clones_into_a_new_folder_each_time(tmp_path, monkeypatch):
     """--workdir DIR once failed on a second run (git refused to clone into
     DIR/project): each run now gets a fresh folder, and earlier ones are kept."""
     import subprocess
@@ -396,10 +427,11 @@ def test_the_project_benchmark_clones_into_a_new_folder_each_time(tmp_path):
     git("add", "project.yml")
     git("-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qm", "x")
     workdir = tmp_path / "runs"
-    first = bench_project.clone_head(repo, workdir)
+    monkeypatch.chdir(tmp_path)
+    first = bench_project.clone_head(repo, Path("runs"))  # relative, as typed on the command line
     (first / "metrics").mkdir()  # what a finished run leaves
     second = bench_project.clone_head(repo, workdir)
-    assert first != second and first.parent == second.parent == workdir
+    assert first != second and first.parent == second.parent == workdir.resolve()
     assert (first / "metrics").is_dir() and (second / "project.yml").read_text() == "title: x\n"
 
 

@@ -284,8 +284,10 @@ def test_seeds_of_another_recipe_are_not_averaged_together():
     """A seed-0 row rerun after a config edit keeps the older seeds' rows in
     the file: only the seeds of the same config and overrides count, each once."""
     def recipe(row, sha, rate=5e-4):
+        log = f"runs/textcat/{row['system']}.seed{row['seed']}/train_log.jsonl"  # each run logs in its folder
         return {**row, "config": "configs/textcat-causal.cfg", "config_sha256": sha, "max_steps": 300,
-                "overrides": {"system.seed": row["seed"], "training.optimizer.learn_rate.initial_rate": rate}}
+                "overrides": {"system.seed": row["seed"], "training.optimizer.learn_rate.initial_rate": rate,
+                              "training.logger.output_file": log}}
 
     rows = [
         recipe(_row("textcat", "shipped", 80.0, [80, 81], shipped=True), "new"),

@@ -152,13 +152,15 @@ def accuracy_table(result: Dict[str, Any]) -> str:
 def search_table(result: Dict[str, Any]) -> str:
     """The recipe search: per task, the shipped recipe and each system of the
     search (bench_accuracy.in_recipe_search), with the dev score it was chosen
-    on and, for reference, its test score."""
+    on (seed 0's, and the mean over seeds where it ran at more) and, for
+    reference, its test score."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_accuracy import SYSTEMS, TASKS, best_dev, in_recipe_search, learn_rate, seed_of
+    from bench_accuracy import SYSTEMS, TASKS, best_dev, in_recipe_search, learn_rate, seed_of, seed_summary
 
+    spread = {(s["task"], s["system"]): s for s in seed_summary(result["results"])}
     lines = [
-        "| task | recipe | best dev (step) | test | learning rate |",
-        "|---|---|---:|---:|---:|",
+        "| task | recipe | best dev (step) | best dev, mean over seeds | test | test, mean over seeds | learning rate |",
+        "|---|---|---:|---:|---:|---:|---:|",
     ]
     for task, spec in TASKS.items():
         rows = [
@@ -173,11 +175,14 @@ def search_table(result: Dict[str, Any]) -> str:
             title = SYSTEMS[r["system"]].title if r["system"] in SYSTEMS else r["title"]
             title = "**as shipped now**" if r.get("shipped") else title.removeprefix("search: ")
             step = max(r["dev_curve"], key=lambda point: point[1])[0]
+            seeds = spread.get((task, r["system"]))
+            dev_mean = f"{seeds['dev_mean']:.1f} ({len(seeds['seeds'])} seeds)" if seeds else "–"
+            test_mean = f"{seeds['test_mean']:.1f}" if seeds else "–"
             lines.append(
                 f"| {spec.name}: {metric_name}, {r['max_steps']} steps | {title} | {best_dev(r):.1f} ({step}) | "
-                f"{r['test'][metric]:.1f} | {learn_rate(r):g} |"
+                f"{dev_mean} | {r['test'][metric]:.1f} | {test_mean} | {learn_rate(r):g} |"
             )
-    lines += ["", "From `benchmarks/results/accuracy.json` (seed 0, one run each)."]
+    lines += ["", "From `benchmarks/results/accuracy.json` (seed 0; the means over the seeds a recipe also ran at)."]
     return "\n".join(lines)
 
 

@@ -54,9 +54,12 @@ def test_the_search_table_shows_each_recipe_with_the_dev_score_it_was_chosen_on(
         row("mpnet", [[0, 0.0], [300, 57.4]], 57.3),
     ]}
     lines = render_docs.search_table(results).splitlines()
-    assert lines[2] == "| CoNLL-2003 (news): F1, 300 steps | **as shipped now** | 84.2 (300) | 81.0 | 0.001 |"
-    assert "output bias at zero (shipped until this search) | 84.5 (300) | 80.5 |" in lines[3]
+    assert lines[2] == "| CoNLL-2003 (news): F1, 300 steps | **as shipped now** | 84.2 (300) | – | 81.0 | – | 0.001 |"
+    assert "output bias at zero (shipped until this search) | 84.5 (300) | – | 80.5 |" in lines[3]
     assert not any("mpnet" in line for line in lines)
+    results["results"].append({**results["results"][0], "seed": 1, "dev_curve": [[0, 0.0], [300, 86.46]], "test": {"f1": 82.5}})
+    again = render_docs.search_table(results).splitlines()
+    assert "(shipped until this search) | 84.5 (300) | 85.5 (2 seeds) | 80.5 | 81.5 | 0.001 |" in again[3]
 
 
 def test_the_seeds_table_shows_the_spread_of_each_system_run_at_several_seeds():

@@ -42,6 +42,15 @@ def tiny_args(tiny_model_dirs, textcat_data):
     return ["--model", str(tiny_model_dirs["byte_level"]), "--data", str(textcat_data)]
 
 
+def write_benchmark_corpus(corpus: Path, *folders: str) -> None:
+    """Train, dev and test splits of tiny data in each of corpus/FOLDER, as
+    bench_accuracy.py reads a task's data."""
+    for folder in folders:
+        (corpus / folder).mkdir(parents=True)
+        for split in ("train", "dev", "test"):
+            write_corpus(corpus / folder / f"{split}.spacy")
+
+
 def read(path: Path) -> dict:
     assert path.exists()
     return json.loads(path.read_text(encoding="utf8"))
@@ -89,10 +98,7 @@ def test_accuracy_benchmark_trains_tests_and_records_failures(tiny_model_dirs, t
     a system that cannot run (here: a missing MiniLM) is recorded as failed
     with its error, and the others still run."""
     corpus = tmp_path / "corpus"
-    for task_folder in ("conll2003", "rotten_tomatoes"):
-        (corpus / task_folder).mkdir(parents=True)
-        for split in ("train", "dev", "test"):
-            write_corpus(corpus / task_folder / f"{split}.spacy")
+    write_benchmark_corpus(corpus, "conll2003", "rotten_tomatoes")
     output = tmp_path / "results" / "accuracy.json"
     bench_accuracy.main(
         ["--corpus", str(corpus), "--smollm2", str(tiny_model_dirs["byte_level"])]
@@ -122,10 +128,7 @@ def test_accuracy_benchmark_trains_tests_and_records_failures(tiny_model_dirs, t
 
 
 def test_accuracy_benchmark_skips_finished_runs(tiny_model_dirs, tmp_path):
-    corpus = tmp_path / "corpus" / "rotten_tomatoes"
-    corpus.mkdir(parents=True)
-    for split in ("train", "dev", "test"):
-        write_corpus(corpus / f"{split}.spacy")
+    write_benchmark_corpus(tmp_path / "corpus", "rotten_tomatoes")
     args = ["--corpus", str(tmp_path / "corpus"), "--tasks", "textcat", "--systems", "spacy-cnn"]
     args += ["--max-steps", "1", "--eval-frequency", "1", "--workdir", str(tmp_path / "runs")]
     first = bench_accuracy.main(args)["results"][0]
@@ -139,10 +142,7 @@ def test_accuracy_benchmark_skips_finished_runs(tiny_model_dirs, tmp_path):
 
 
 def test_checks_run_the_systems_chosen_on_the_tuning_task_at_half_the_budget(tiny_model_dirs, tmp_path):
-    for folder in ("rotten_tomatoes", "amazon_reviews"):
-        (tmp_path / "corpus" / folder).mkdir(parents=True)
-        for split in ("train", "dev", "test"):
-            write_corpus(tmp_path / "corpus" / folder / f"{split}.spacy")
+    write_benchmark_corpus(tmp_path / "corpus", "rotten_tomatoes", "amazon_reviews")
     args = ["--corpus", str(tmp_path / "corpus"), "--smollm2", str(tiny_model_dirs["byte_level"])]
     args += ["--runs", "textcat/shipped,textcat/spacy-cnn", "--checks", "amazon_reviews", "--max-steps", "4"]
     args += ["--eval-frequency", "2", "--workdir", str(tmp_path / "runs")]
@@ -153,10 +153,7 @@ def test_checks_run_the_systems_chosen_on_the_tuning_task_at_half_the_budget(tin
 
 
 def test_accuracy_output_keeps_the_rows_of_systems_not_run_again(tiny_model_dirs, tmp_path):
-    corpus = tmp_path / "corpus" / "rotten_tomatoes"
-    corpus.mkdir(parents=True)
-    for split in ("train", "dev", "test"):
-        write_corpus(corpus / f"{split}.spacy")
+    write_benchmark_corpus(tmp_path / "corpus", "rotten_tomatoes")
     output = tmp_path / "accuracy.json"
     args = ["--corpus", str(tmp_path / "corpus"), "--tasks", "textcat", "--max-steps", "1"]
     args += ["--eval-frequency", "1", "--workdir", str(tmp_path / "runs"), "--output", str(output)]
@@ -173,10 +170,7 @@ def test_runs_at_several_seeds_are_kept_apart(tiny_model_dirs, tmp_path):
     """--seeds repeats each run with another training seed: every seed is a
     row of its own, in a folder of its own, and running one seed again keeps
     the rows of the others."""
-    corpus = tmp_path / "corpus" / "rotten_tomatoes"
-    corpus.mkdir(parents=True)
-    for split in ("train", "dev", "test"):
-        write_corpus(corpus / f"{split}.spacy")
+    write_benchmark_corpus(tmp_path / "corpus", "rotten_tomatoes")
     output = tmp_path / "accuracy.json"
     args = ["--corpus", str(tmp_path / "corpus"), "--runs", "textcat/spacy-cnn", "--max-steps", "1"]
     args += ["--eval-frequency", "1", "--workdir", str(tmp_path / "runs"), "--output", str(output)]

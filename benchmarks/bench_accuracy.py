@@ -296,7 +296,7 @@ def seed_of(row: Dict[str, Any]) -> int:
     return row.get("seed", 0)
 
 
-def test_metric(task: str) -> str:
+def score_metric(task: str) -> str:
     return "f1" if TASKS[task].kind == "ner" else "macro_f1"
 
 
@@ -335,7 +335,7 @@ def seed_summary(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
         rows = list(runs_by_seed(results, task, system).values())
         if len(rows) < 2:
             continue
-        tests = [row["test"][test_metric(task)] for row in rows]
+        tests = [row["test"][score_metric(task)] for row in rows]
         summary.append({
             "task": task,
             "system": system,
@@ -834,7 +834,7 @@ def markdown(results: List[Dict[str, Any]], header: Dict[str, Any]) -> str:
         spread = [s for s in seed_summary(results) if s["task"] == task]
         if spread:
             lines += [
-                f"Systems run at several seeds (test {test_metric(task)}; best dev):",
+                f"Systems run at several seeds (test {score_metric(task)}; best dev):",
                 "",
                 "| system | seeds | test, mean | lowest | highest | test by seed | best dev, mean |",
                 "|---|---|---:|---:|---:|---|---:|",

@@ -123,7 +123,22 @@ def accuracy_table(result: Dict[str, Any]) -> str:
     lines.append("")
     if earlier:
         lines += [f"\\* Run with {'; '.join(sorted(earlier))}.", ""]
-    for floor in result.get("floors", []):
+    lines += floor_lines(result.get("floors", []))
+    where = "; ".join(f"{date}, {machine} ({flags})" for date, machine, flags in sorted(measured))
+    lines += [
+        "",
+        "Steps of 8 examples, the model chosen on dev every 50 steps, seed 0 (the floors also over more seeds "
+        "where both sides ran them; differences under about 2 points are within noise). The encoders at their best learning rate on the dev set of the tuning "
+        "task (CoNLL-2003 for NER, Rotten Tomatoes for text classification), and at that rate on the other data. "
+        f"Measured {where}. From `benchmarks/results/accuracy.json`.",
+    ]
+    return "\n".join(lines)
+
+
+def floor_lines(floors: List[Dict[str, Any]]) -> List[str]:
+    """One line per floor of bench_accuracy.floors, met or **not met**, with its numbers."""
+    lines = []
+    for floor in floors:
         mark = "met" if floor["met"] else "**not met**"
         if "seeds" in floor:
             shipped = " / ".join(f"{score:.1f}" for score in floor["shipped_by_seed"])
@@ -135,18 +150,14 @@ def accuracy_table(result: Dict[str, Any]) -> str:
             )
         elif "mpnet" in floor:
             lines.append(f"- {floor['task']}: {floor['floor']}: {mark} ({floor['shipped']:.1f} against {floor['mpnet']:.1f}).")
+        elif "budgets" in floor:
+            budgets = ", ".join(map(str, floor["budgets"]))
+            found = f"{floor['met_at']} steps" if floor["met"] else "none of them"
+            lines.append(f"- {floor['task']}: {floor['floor']}, of {budgets} steps: {found}.")
         else:
             zero = ", ".join(floor["types_at_zero"]) or "none"
             lines.append(f"- {floor['task']}: {floor['floor']}: {mark} (types at 0: {zero}).")
-    where = "; ".join(f"{date}, {machine} ({flags})" for date, machine, flags in sorted(measured))
-    lines += [
-        "",
-        "Steps of 8 examples, the model chosen on dev every 50 steps, seed 0 (the floors also over more seeds "
-        "where both sides ran them; differences under about 2 points are within noise). The encoders at their best learning rate on the dev set of the tuning "
-        "task (CoNLL-2003 for NER, Rotten Tomatoes for text classification), and at that rate on the other data. "
-        f"Measured {where}. From `benchmarks/results/accuracy.json`.",
-    ]
-    return "\n".join(lines)
+    return lines
 
 
 def search_table(result: Dict[str, Any]) -> str:

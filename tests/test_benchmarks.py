@@ -189,7 +189,7 @@ def test_runs_at_several_seeds_are_kept_apart(tiny_model_dirs, tmp_path):
 
 def _row(task, system, test, curve, shipped=False, per_type=None, seed=0):
     scores = {"f1": test, "macro_f1": test, "per_type_f1": per_type or {}}
-    return {"task": task, "system": system, "seed": seed, "status": "ok", "shipped": shipped, "test": scores,
+    return {"task": task, "system": system, "seed": seed, "status": "ok", "shipped": shipped, "test": scores, "max_steps": 300,
             "dev_curve": [[0, 0.0]] + [[50 * (i + 1), score] for i, score in enumerate(curve)],
             "measured": {"date": "2026-12-07", "machine": "2 cores"}}  # fmt: skip
 
@@ -236,6 +236,29 @@ def test_a_floor_not_met_is_checked_again_at_twice_the_budget_when_both_ran():
     assert [(f["task"], f["floor"], f["shipped"], f["mpnet"], f["met"]) for f in floors] == [
         ("textcat", "the same at twice the budget (600 steps)", 88.0, 87.0, True)
     ]
+
+
+def test_a_floor_not_met_is_checked_again_at_four_times_the_budget_and_the_budget_that_meets_it_is_named():
+    budgets = [dict(_row("textcat", "budget-2x-shipped", 84.0, [84, 86]), max_steps=600),
+               dict(_row("textcat", "budget-2x-mpnet", 87.0, [83, 85]), max_steps=600),
+               dict(_row("textcat", "budget-4x-shipped", 88.0, [84, 86]), max_steps=1200),
+               dict(_row("textcat", "budget-4x-mpnet", 87.5, [83, 85]), max_steps=1200)]  # fmt: skip
+    floors = {f["floor"]: f for f in bench_accuracy.floors(SYNTHETIC + budgets) if f["task"] == "textcat"}
+    assert floors["the same at twice the budget (600 steps)"]["met"] is False
+    four = floors["the same at four times the budget (1200 steps)"]
+    assert (four["shipped"], four["mpnet"], four["met"]) == (88.0, 87.5, True)
+    assert (four["max_steps"], floors["the same at twice the budget (600 steps)"]["max_steps"]) == (1200, 600)
+    first = floors["the smallest budget run at which the shipped recipe meets it"]
+    assert (first["budgets"], first["met_at"], first["met"]) == ([300, 600, 1200], 1200, True)
+
+
+def test_the_budget_that_meets_a_floor_is_none_when_no_budget_run_does():
+    budgets = [dict(_row("textcat", "budget-2x-shipped", 84.0, [84, 86]), max_steps=600),
+               dict(_row("textcat", "budget-2x-mpnet", 87.0, [83, 85]), max_steps=600)]  # fmt: skip
+    floors = {f["floor"]: f for f in bench_accuracy.floors(SYNTHETIC + budgets) if f["task"] == "textcat"}
+    first = floors["the smallest budget run at which the shipped recipe meets it"]
+    assert (first["budgets"], first["met_at"], first["met"]) == ([300, 600], None, False)
+    assert not any("smallest budget" in f["floor"] for f in bench_accuracy.floors(SYNTHETIC) if f["task"] == "ner")
 
 
 def test_a_rate_is_chosen_on_the_first_seed_only():

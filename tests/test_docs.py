@@ -72,3 +72,14 @@ def test_the_seeds_table_shows_the_spread_of_each_system_run_at_several_seeds():
     assert lines[2].startswith("| Rotten Tomatoes (film reviews): macro F | spacy-lsllama as shipped")
     assert lines[2].endswith("| 0, 1 | 83.0 (82.0–84.0) | 86.2 |")
     assert not any("mpnet" in line for line in lines)  # one seed: no spread to show
+
+
+def test_the_floors_name_the_smallest_budget_that_meets_them_or_say_none_does():
+    def budgets(met_at):
+        return {"task": "textcat", "floor": "the smallest budget run at which the shipped recipe meets it",
+                "budgets": [300, 600, 1200], "met_at": met_at, "met": met_at is not None}
+
+    assert render_docs.floor_lines([budgets(None)]) == [
+        "- textcat: the smallest budget run at which the shipped recipe meets it, of 300, 600, 1200 steps: none of them."
+    ]
+    assert render_docs.floor_lines([budgets(600)])[0].endswith("of 300, 600, 1200 steps: 600 steps.")

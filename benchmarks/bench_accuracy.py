@@ -239,6 +239,14 @@ for name, title, overrides in (
         base="smollm2",
         overrides=overrides,
     )
+# The larger decoder at the textcat rate shipped before the search: its row ran
+# as "gemma3" while that was the config's rate (renamed_from in the row).
+SYSTEMS["search-gemma3-textcat-lr5e-4"] = System(
+    "search: the textcat recipe on Gemma-3-270M, learning rate 5e-4 (shipped until this search)",
+    {"textcat": PRODUCT_CONFIGS / "textcat-causal.cfg"},
+    base="gemma3",
+    overrides=TEXTCAT_RATE_BEFORE_SEARCH,
+)
 # NER, for rare types (WNUT-16 left 8 of its 10 at 0 F1): the linear head's
 # output bias started at the tags' prior, and the loss weighted towards rare
 # tags (spacy_lsllama/heads/tag_frequencies.py); chosen on the dev sets of

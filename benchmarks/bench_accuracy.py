@@ -287,6 +287,12 @@ COMPARED = (
 )
 
 
+def system_title(system: str, recorded: Optional[str] = None) -> str:
+    """A system's title: its current one, else the title recorded in its row
+    (a system since removed from SYSTEMS), else its name."""
+    return SYSTEMS[system].title if system in SYSTEMS else recorded or system
+
+
 def learn_rate(row: Dict[str, Any]) -> Optional[float]:
     """The initial learning rate a run trained with: as recorded when it ran,
     else its override, or its config's (rows from before the rate was recorded)."""
@@ -832,7 +838,7 @@ def markdown(results: List[Dict[str, Any]], header: Dict[str, Any]) -> str:
             "|---|" + "---:|" * (score_header.count("|") + 5) + "---|",
         ]
         for r in rows:
-            r = {**r, "title": SYSTEMS[r["system"]].title if r["system"] in SYSTEMS else r["title"]}
+            r = {**r, "title": system_title(r["system"], r.get("title"))}
             train = r.get("train", {})
             # CPU time, not wall time: runs share the machine (and may be paused).
             seconds = train.get("cpu_seconds", train.get("seconds")) if train else None
@@ -868,7 +874,7 @@ def markdown(results: List[Dict[str, Any]], header: Dict[str, Any]) -> str:
                 "|---|---|---:|---:|---:|---|---:|",
             ]
             for s in spread:
-                title = SYSTEMS[s["system"]].title if s["system"] in SYSTEMS else s["system"]
+                title = system_title(s["system"])
                 by_seed = ", ".join(_fmt(score) for score in s["test_by_seed"])
                 cells = [title, ", ".join(map(str, s["seeds"])), _fmt(s["test_mean"]), _fmt(s["test_min"]),
                          _fmt(s["test_max"]), by_seed, _fmt(s["dev_mean"])]  # fmt: skip

@@ -166,7 +166,7 @@ def search_table(result: Dict[str, Any]) -> str:
     on (seed 0's, and the mean over seeds where it ran at more) and, for
     reference, its test score."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_accuracy import SYSTEMS, TASKS, best_dev, in_recipe_search, learn_rate, seed_of, seed_summary
+    from bench_accuracy import TASKS, best_dev, in_recipe_search, learn_rate, seed_of, seed_summary, system_title
 
     spread = {(s["task"], s["system"]): s for s in seed_summary(result["results"])}
     lines = [
@@ -183,7 +183,7 @@ def search_table(result: Dict[str, Any]) -> str:
             continue
         metric, metric_name = ("f1", "F1") if spec.kind == "ner" else ("macro_f1", "macro F")
         for r in sorted(rows, key=lambda r: (not r.get("shipped"), r["system"])):
-            title = SYSTEMS[r["system"]].title if r["system"] in SYSTEMS else r["title"]
+            title = system_title(r["system"], r.get("title"))
             title = "**as shipped now**" if r.get("shipped") else title.removeprefix("search: ")
             step = max(r["dev_curve"], key=lambda point: point[1])[0]
             seeds = spread.get((task, r["system"]))
@@ -202,7 +202,7 @@ def seeds_table(result: Dict[str, Any]) -> str:
     --seeds): per task, the mean test and best dev scores over the seeds,
     with the lowest and highest test score, the spread a single run hides."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_accuracy import SYSTEMS, TASKS, seed_summary
+    from bench_accuracy import TASKS, seed_summary, system_title
 
     lines = [
         "| task | system | seeds | test, mean (lowest–highest) | best dev, mean |",
@@ -210,7 +210,7 @@ def seeds_table(result: Dict[str, Any]) -> str:
     ]
     for summary in seed_summary(result["results"]):
         spec = TASKS[summary["task"]]
-        title = SYSTEMS[summary["system"]].title if summary["system"] in SYSTEMS else summary["system"]
+        title = system_title(summary["system"])
         metric = "F1" if spec.kind == "ner" else "macro F"
         lines.append(
             f"| {spec.name}: {metric} | {title} | {', '.join(map(str, summary['seeds']))} | "

@@ -232,6 +232,8 @@ def project_table(result: Dict[str, Any]) -> str:
         return f"{best['score']:.1f} (step {best['step']} of {best['last_step']})"
 
     per_type = ", ".join(f"{label} {f1:.1f}" for label, f1 in ner["per_type_f1"].items())
+    # A one-off note added to the record by hand: what else ran on the machine during the timed run.
+    note = f" ({result['timing_note']})" if result.get("timing_note") else ""
     lines = [
         "| task | pipeline | test set | test score | chance | best dev score |",
         "|---|---|---|---|---|---|",
@@ -242,7 +244,7 @@ def project_table(result: Dict[str, Any]) -> str:
         f"sentences | F1 {ner['f1']:.1f} (P {ner['precision']:.1f}, R {ner['recall']:.1f}; {per_type}) | ~0 | {dev(ner)} |",
         "",
         f"`python -m spacy project run all` from a fresh clone (commit {result['commit'][:7]}, fetching the "
-        f"assets included) took {minutes} min {seconds:02d} s on {machine['date'][:10]}, {machine['nproc']} cores "
+        f"assets included) took {minutes} min {seconds:02d} s{note} on {machine['date'][:10]}, {machine['nproc']} cores "
         f"{machine['cpu_model']} ({matrix_flags(machine['cpu_flags'])}), OMP_NUM_THREADS="
         f"{result.get('omp_num_threads') or 'unset'}. From `benchmarks/results/project.json`.",
     ]

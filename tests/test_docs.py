@@ -43,6 +43,11 @@ def test_the_project_table_is_the_recorded_run():
     assert "(avx512_bf16, avx512_vnni), OMP_NUM_THREADS=2" in table
 
 
+def test_the_project_table_says_what_else_ran_beside_a_timed_run():
+    shared = {**PROJECT_RUN, "timing_note": "a helper's downloads ran beside it"}
+    assert "took 14 min 16 s (a helper's downloads ran beside it) on 2026-12-07" in render_docs.project_table(shared)
+
+
 def test_the_search_table_shows_each_recipe_with_the_dev_score_it_was_chosen_on():
     def row(system, dev_curve, f1, shipped=False):
         return {"task": "ner", "system": system, "status": "ok", "shipped": shipped, "dev_curve": dev_curve,

@@ -463,3 +463,23 @@ def test_the_machine_record_counts_the_cores_not_the_threads_a_run_was_given(mon
 
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
     assert machine_info()["nproc"] == str(len(os.sched_getaffinity(0)))
+
+
+def test_every_run_project_yml_asks_the_accuracy_benchmark_for_exists():
+    """A misspelt system in benchmark-accuracy would fail only hours into the run."""
+    import shlex
+
+    import srsly
+
+    project = srsly.read_yaml(BENCHMARKS.parent / "project.yml")
+    [command] = [c for c in project["commands"] if c["name"] == "benchmark-accuracy"]
+    runs = []
+    for line in command["script"]:
+        words = shlex.split(line)
+        if "benchmarks/bench_accuracy.py" in words:
+            runs += words[words.index("--runs") + 1].split(",")
+    assert len(runs) > 20
+    for run in runs:
+        task, system = run.split("/")
+        assert task in bench_accuracy.TASKS and system in bench_accuracy.SYSTEMS, run
+        assert bench_accuracy.TASKS[task].kind in bench_accuracy.SYSTEMS[system].configs, run

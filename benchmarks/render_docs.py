@@ -85,7 +85,7 @@ def accuracy_table(result: Dict[str, Any]) -> str:
     """The shipped recipes against the encoders and the larger decoder, each
     at its best learning rate on dev, per task; then the floors of issue #25."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_accuracy import COMPARED, TASKS, compared_rows, learn_rate
+    from bench_accuracy import COMPARED, TASKS, compared_rows, floors, learn_rate
 
     results = result["results"]
     columns = [label for label, _ in COMPARED]
@@ -123,7 +123,7 @@ def accuracy_table(result: Dict[str, Any]) -> str:
     lines.append("")
     if earlier:
         lines += [f"\\* Run with {'; '.join(sorted(earlier))}.", ""]
-    lines += floor_lines(result.get("floors", []))
+    lines += floor_lines(floors(results))
     where = "; ".join(f"{date}, {machine} ({flags})" for date, machine, flags in sorted(measured))
     lines += [
         "",
@@ -136,7 +136,8 @@ def accuracy_table(result: Dict[str, Any]) -> str:
 
 
 def floor_lines(floors: List[Dict[str, Any]]) -> List[str]:
-    """One line per floor of bench_accuracy.floors, met or **not met**, with its numbers."""
+    """One line per floor of bench_accuracy.floors, met or **not met**, with its
+    numbers; for the smallest budget that meets a floor, that budget or none."""
     lines = []
     for floor in floors:
         mark = "met" if floor["met"] else "**not met**"
@@ -152,7 +153,7 @@ def floor_lines(floors: List[Dict[str, Any]]) -> List[str]:
             lines.append(f"- {floor['task']}: {floor['floor']}: {mark} ({floor['shipped']:.1f} against {floor['mpnet']:.1f}).")
         elif "budgets" in floor:
             budgets = ", ".join(map(str, floor["budgets"]))
-            found = f"{floor['met_at']} steps" if floor["met"] else "none of them"
+            found = f"{floor['met_at']} steps" if floor["met"] else "**not met** at any of them"
             lines.append(f"- {floor['task']}: {floor['floor']}, of {budgets} steps: {found}.")
         else:
             zero = ", ".join(floor["types_at_zero"]) or "none"

@@ -261,6 +261,54 @@ def test_the_budget_that_meets_a_floor_is_none_when_no_budget_run_does():
     assert not any("smallest budget" in f["floor"] for f in bench_accuracy.floors(SYNTHETIC) if f["task"] == "ner")
 
 
+def _budget_pair(factor, shipped, mpnet, **fields):
+    steps = 300 * factor
+    return [dict(_row("textcat", f"budget-{factor}x-shipped", shipped, [80, 81]), max_steps=steps, **fields),
+            dict(_row("textcat", f"budget-{factor}x-mpnet", mpnet, [80, 81]), max_steps=steps)]  # fmt: skip
+
+
+def _smallest_budget(rows):
+    return [f for f in bench_accuracy.floors(rows) if f["floor"].startswith("the smallest budget")]
+
+
+def test_the_smallest_budget_that_meets_a_floor_is_the_first_in_steps():
+    [entry] = _smallest_budget(SYNTHETIC + _budget_pair(4, 80.0, 87.0) + _budget_pair(2, 88.0, 87.0))
+    assert (entry["budgets"], entry["met_at"]) == ([300, 600, 1200], 600)
+
+
+def test_no_smallest_budget_where_the_shared_budget_meets_the_floor_or_no_pair_ran_whole():
+    met = [r if r["system"] != "shipped" or r["task"] != "textcat" else {**r, "test": {"macro_f1": 90.0}} for r in SYNTHETIC]
+    assert _smallest_budget(met + _budget_pair(2, 88.0, 87.0)) == []
+    half_a_pair = _budget_pair(2, 88.0, 87.0)[:1]
+    assert _smallest_budget(SYNTHETIC + half_a_pair) == []
+    assert not any("twice the budget" in f["floor"] for f in bench_accuracy.floors(SYNTHETIC + half_a_pair))
+
+
+def test_the_smallest_budget_is_sought_when_the_mean_over_seeds_misses_the_floor_though_seed_0_meets_it():
+    rows = [r if r["system"] != "shipped" or r["task"] != "textcat" else {**r, "test": {"macro_f1": 87.0}} for r in SYNTHETIC]
+    rows += [_row("textcat", "shipped", 70.0, [81, 83], shipped=True, seed=1), _row("textcat", "mpnet", 86.0, [80, 84], seed=1)]
+    [entry] = _smallest_budget(rows + _budget_pair(2, 88.0, 87.0))
+    assert (entry["budgets"], entry["met_at"]) == ([300, 600], 600)
+
+
+def test_a_budget_run_with_another_recipe_is_shown_but_does_not_count_for_the_smallest_budget():
+    earlier = _budget_pair(2, 88.0, 87.0, earlier_recipe="the rate shipped before (5e-4)")
+    floors = bench_accuracy.floors(SYNTHETIC + earlier)
+    assert "the same at twice the budget (600 steps), the shipped side run with the rate shipped before (5e-4)" in [
+        f["floor"] for f in floors
+    ]
+    assert _smallest_budget(SYNTHETIC + earlier) == []
+    [entry] = _smallest_budget(SYNTHETIC + earlier + _budget_pair(4, 80.0, 87.0))
+    assert (entry["budgets"], entry["met_at"]) == ([300, 1200], None)
+
+
+def test_budget_pairs_count_only_with_mpnet_at_the_rate_chosen_for_it():
+    pair = _budget_pair(2, 88.0, 87.0)
+    pair[1]["learn_rate"] = 5e-5
+    rows = [{**r, "learn_rate": 1e-4} if r["system"] == "mpnet" else r for r in SYNTHETIC]
+    assert not any("twice the budget" in f["floor"] for f in bench_accuracy.floors(rows + pair))
+
+
 def test_a_rate_is_chosen_on_the_first_seed_only():
     """Runs at further seeds measure the spread of a chosen system; they do
     not take part in choosing (a lucky seed would win the choice)."""

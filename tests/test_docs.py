@@ -85,6 +85,16 @@ def test_the_floors_name_the_smallest_budget_that_meets_them_or_say_none_does():
                 "budgets": [300, 600, 1200], "met_at": met_at, "met": met_at is not None}
 
     assert render_docs.floor_lines([budgets(None)]) == [
-        "- textcat: the smallest budget run at which the shipped recipe meets it, of 300, 600, 1200 steps: none of them."
+        "- textcat: the smallest budget run at which the shipped recipe meets it, of 300, 600, 1200 steps: **not met** at any of them."
     ]
     assert render_docs.floor_lines([budgets(600)])[0].endswith("of 300, 600, 1200 steps: 600 steps.")
+
+
+def test_the_floors_stored_with_the_accuracy_results_are_those_their_rows_give():
+    """render_docs computes the floors from the rows; the copy in accuracy.json, for its readers, must agree."""
+    import json
+
+    from bench_accuracy import floors
+
+    result = json.loads(render_docs.result_file("accuracy").read_text(encoding="utf8"))
+    assert result["floors"] == floors(result["results"]), "recompute accuracy.json's floors"

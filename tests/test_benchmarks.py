@@ -238,11 +238,14 @@ def test_a_floor_not_met_is_checked_again_at_twice_the_budget_when_both_ran():
     ]
 
 
+def _budget_pair(factor, shipped, mpnet, **fields):
+    steps = 300 * factor
+    return [dict(_row("textcat", f"budget-{factor}x-shipped", shipped, [80, 81]), max_steps=steps, **fields),
+            dict(_row("textcat", f"budget-{factor}x-mpnet", mpnet, [80, 81]), max_steps=steps)]  # fmt: skip
+
+
 def test_a_floor_not_met_is_checked_again_at_four_times_the_budget_and_the_budget_that_meets_it_is_named():
-    budgets = [dict(_row("textcat", "budget-2x-shipped", 84.0, [84, 86]), max_steps=600),
-               dict(_row("textcat", "budget-2x-mpnet", 87.0, [83, 85]), max_steps=600),
-               dict(_row("textcat", "budget-4x-shipped", 88.0, [84, 86]), max_steps=1200),
-               dict(_row("textcat", "budget-4x-mpnet", 87.5, [83, 85]), max_steps=1200)]  # fmt: skip
+    budgets = _budget_pair(2, 84.0, 87.0) + _budget_pair(4, 88.0, 87.5)
     floors = {f["floor"]: f for f in bench_accuracy.floors(SYNTHETIC + budgets) if f["task"] == "textcat"}
     assert floors["the same at twice the budget (600 steps)"]["met"] is False
     four = floors["the same at four times the budget (1200 steps)"]
@@ -253,18 +256,11 @@ def test_a_floor_not_met_is_checked_again_at_four_times_the_budget_and_the_budge
 
 
 def test_the_budget_that_meets_a_floor_is_none_when_no_budget_run_does():
-    budgets = [dict(_row("textcat", "budget-2x-shipped", 84.0, [84, 86]), max_steps=600),
-               dict(_row("textcat", "budget-2x-mpnet", 87.0, [83, 85]), max_steps=600)]  # fmt: skip
+    budgets = _budget_pair(2, 84.0, 87.0)
     floors = {f["floor"]: f for f in bench_accuracy.floors(SYNTHETIC + budgets) if f["task"] == "textcat"}
     first = floors["the smallest budget run at which the shipped recipe meets it"]
     assert (first["budgets"], first["met_at"], first["met"]) == ([300, 600], None, False)
     assert not any("smallest budget" in f["floor"] for f in bench_accuracy.floors(SYNTHETIC) if f["task"] == "ner")
-
-
-def _budget_pair(factor, shipped, mpnet, **fields):
-    steps = 300 * factor
-    return [dict(_row("textcat", f"budget-{factor}x-shipped", shipped, [80, 81]), max_steps=steps, **fields),
-            dict(_row("textcat", f"budget-{factor}x-mpnet", mpnet, [80, 81]), max_steps=steps)]  # fmt: skip
 
 
 def _smallest_budget(rows):

@@ -85,7 +85,7 @@ def accuracy_table(result: Dict[str, Any]) -> str:
     """The shipped recipes against the encoders and the larger decoder, each
     at its best learning rate on dev, per task; then the floors of issue #25."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_accuracy import COMPARED, TASKS, compared_rows, floors, learn_rate
+    from bench_accuracy import COMPARED, TASKS, compared_rows, dev_selection, floors, learn_rate
 
     results = result["results"]
     columns = [label for label, _ in COMPARED]
@@ -127,7 +127,7 @@ def accuracy_table(result: Dict[str, Any]) -> str:
     where = "; ".join(f"{date}, {machine} ({flags})" for date, machine, flags in sorted(measured))
     lines += [
         "",
-        "Steps of 8 examples, the model chosen on dev every 50 steps, seed 0 (the floors also over more seeds "
+        f"Steps of 8 examples, {dev_selection(result['eval_frequency'])}, seed 0 (the floors also over more seeds "
         "where both sides ran them; differences under about 2 points are within noise). The encoders at their best learning rate on the dev set of the tuning "
         "task (CoNLL-2003 for NER, Rotten Tomatoes for text classification), and at that rate on the other data. "
         f"Measured {where}. From `benchmarks/results/accuracy.json`.",

@@ -395,6 +395,35 @@ def test_a_run_is_redone_when_its_config_file_changes(tmp_path):
     assert bench_accuracy.run_key("textcat", "shipped", before) != bench_accuracy.run_key("textcat", "shipped", after)
 
 
+def test_a_batch_in_words_trains_on_the_words_of_the_shipped_batches():
+    """The batch-size search keeps the budget in words: batches of about the
+    words of 8 training examples at the shared steps, half of that at twice
+    the steps, twice at half; each evaluates as often per word seen."""
+    systems = {name: system for name, system in bench_accuracy.SYSTEMS.items() if "-words" in name}
+    assert {name.split("-")[1] for name in systems} == {"textcat", "ner"}
+    for name, system in systems.items():
+        kind = name.split("-")[1]
+        task = "ner" if kind == "ner" else "textcat"
+        batcher = {key.removeprefix("training.batcher."): value for key, value in system.overrides.items()}
+        assert batcher["@batchers"] == "spacy.batch_by_words.v1"
+        mean_words, size = bench_accuracy.BATCHES_IN_WORDS[kind][system.steps_factor]
+        assert name.endswith(f"-words{mean_words}") and batcher["size"] == size > mean_words
+        steps, eval_frequency = bench_accuracy.step_budget(task, system, max_steps=300, eval_frequency=50)
+        assert abs(mean_words * steps - 300 * bench_accuracy.WORDS_PER_8_EXAMPLES[task]) <= steps, name
+        assert steps / eval_frequency == 300 / 50, name
+    assert sorted(bench_accuracy.SYSTEMS[n].steps_factor for n in systems if "-textcat-" in n) == [0.5, 1, 2]
+
+
+def test_budget_runs_keep_the_step_budget_rule():
+    """Whole factors as before (the run keys of cached runs depend on it); the
+    check tasks at their share of the steps."""
+    shipped, twice = bench_accuracy.SYSTEMS["shipped"], bench_accuracy.SYSTEMS["budget-2x-shipped"]
+    assert bench_accuracy.step_budget("textcat", shipped, 300, 50) == (300, 50)
+    assert bench_accuracy.step_budget("textcat", twice, 300, 50) == (600, 100)
+    assert bench_accuracy.step_budget("wnut16", shipped, 300, 50) == (150, 50)
+    assert all(isinstance(n, int) for n in bench_accuracy.step_budget("textcat", twice, 300, 50))
+
+
 def test_accuracy_runs_end_the_schedule_with_their_step_budget():
     """The shipped configs give total_steps as a literal: a run with another
     budget overrides it together with max_steps."""

@@ -385,8 +385,8 @@ def runs_by_seed(results: List[Dict[str, Any]], task: str, system: str) -> Dict[
 
 def seed_summary(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
     """Per task and system run at more than one seed (of the same recipe):
-    the seeds, and the mean, lowest and highest test score and the mean best
-    dev score over them."""
+    the seeds, and the mean, lowest and highest test score, and the mean best
+    and last dev score over them."""
     summary = []
     for task, system in dict.fromkeys((r["task"], r["system"]) for r in results):
         rows = list(runs_by_seed(results, task, system).values())
@@ -402,6 +402,7 @@ def seed_summary(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
             "test_min": min(tests),
             "test_max": max(tests),
             "dev_mean": round(sum(best_dev(row) for row in rows) / len(rows), 2),
+            "last_dev_mean": round(sum(row["dev_curve"][-1][1] for row in rows) / len(rows), 2),
         })  # fmt: skip
     return summary
 

@@ -164,15 +164,16 @@ def floor_lines(floors: List[Dict[str, Any]]) -> List[str]:
 def search_table(result: Dict[str, Any]) -> str:
     """The recipe search: per task, the shipped recipe and each system of the
     search (bench_accuracy.in_recipe_search), with the dev score it was chosen
-    on (seed 0's, and the mean over seeds where it ran at more) and, for
+    on (seed 0's, and the mean over seeds where it ran at more), where its
+    curve ended (a best score hides a curve that peaked and fell) and, for
     reference, its test score."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
     from bench_accuracy import TASKS, best_dev, in_recipe_search, learn_rate, seed_of, seed_summary, system_title
 
     spread = {(s["task"], s["system"]): s for s in seed_summary(result["results"])}
     lines = [
-        "| task | recipe | best dev (step) | best dev, mean over seeds | test | test, mean over seeds | learning rate |",
-        "|---|---|---:|---:|---:|---:|---:|",
+        "| task | recipe | best dev (step) | best dev, mean over seeds | dev at the last step (mean over seeds) | test | test, mean over seeds | learning rate |",
+        "|---|---|---:|---:|---:|---:|---:|---:|",
     ]
     for task, spec in TASKS.items():
         rows = [
@@ -190,9 +191,10 @@ def search_table(result: Dict[str, Any]) -> str:
             seeds = spread.get((task, r["system"]))
             dev_mean = f"{seeds['dev_mean']:.1f} ({len(seeds['seeds'])} seeds)" if seeds else "–"
             test_mean = f"{seeds['test_mean']:.1f}" if seeds else "–"
+            last_dev = f"{r['dev_curve'][-1][1]:.1f}" + (f" ({seeds['last_dev_mean']:.1f})" if seeds else "")
             lines.append(
                 f"| {spec.name}: {metric_name}, {r['max_steps']} steps | {title} | {best_dev(r):.1f} ({step}) | "
-                f"{dev_mean} | {r['test'][metric]:.1f} | {test_mean} | {learn_rate(r):g} |"
+                f"{dev_mean} | {last_dev} | {r['test'][metric]:.1f} | {test_mean} | {learn_rate(r):g} |"
             )
     lines += ["", "From `benchmarks/results/accuracy.json` (seed 0; the means over the seeds a recipe also ran at)."]
     return "\n".join(lines)
@@ -252,19 +254,46 @@ def project_table(result: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def budget_table(result: Dict[str, Any]) -> str:
+    """The CPU time the comparison's runs recorded (training and test
+    evaluation), for the latest day they were measured, with the recipe
+    search's share; the rows kept from earlier days apart."""
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    from bench_accuracy import in_recipe_search
+
+    by_date: Dict[str, float] = {}
+    search_seconds = 0.0
+    rows = result["results"]
+    latest = max(row["measured"]["date"] for row in rows)
+    for row in rows:
+        seconds = sum((row.get(step) or {}).get("cpu_seconds") or 0 for step in ("train", "evaluate"))
+        by_date[row["measured"]["date"]] = by_date.get(row["measured"]["date"], 0.0) + seconds
+        if row["measured"]["date"] == latest and in_recipe_search(row["system"]):
+            search_seconds += seconds
+    machine = next(row["measured"] for row in rows if row["measured"]["date"] == latest)
+    text = (
+        f"The runs of this comparison measured on {latest} took {by_date.pop(latest) / 3600:.1f} CPU-hours "
+        f"on {machine['machine']} ({matrix_flags(machine['cpu_flags'])}) (training and test evaluation), {search_seconds / 60:.0f} CPU-minutes of them for the recipe search "
+        "(the `search-*` and `transition-head` rows, seeds included)"
+    )
+    earlier = "; ".join(f"the rows kept from runs on {date} took {seconds / 3600:.1f} CPU-hours more" for date, seconds in sorted(by_date.items()))
+    return text + (f"; {earlier}." if earlier else ".") + " From `benchmarks/results/accuracy.json`."
+
+
 RENDERERS: Dict[str, Callable[[Dict[str, Any]], str]] = {
     "serving": serving_table,
     "accuracy": accuracy_table,
     "search": search_table,
     "seeds": seeds_table,
+    "budget": budget_table,
     "project": project_table,
 }
 
 
 def result_file(name: str) -> Path:
-    """The result file a table is rendered from: the recipe search and the
-    seeds are in accuracy.json."""
-    return RESULTS / f"{'accuracy' if name in ('search', 'seeds') else name}.json"
+    """The result file a table is rendered from: the recipe search, the
+    seeds and the search's budget are in accuracy.json."""
+    return RESULTS / f"{'accuracy' if name in ('search', 'seeds', 'budget') else name}.json"
 
 
 def render(text: str) -> str:

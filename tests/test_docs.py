@@ -59,12 +59,22 @@ def test_the_search_table_shows_each_recipe_with_the_dev_score_it_was_chosen_on(
         row("mpnet", [[0, 0.0], [300, 57.4]], 57.3),
     ]}
     lines = render_docs.search_table(results).splitlines()
-    assert lines[2] == "| CoNLL-2003 (news): F1, 300 steps | **as shipped now** | 84.2 (300) | – | 81.0 | – | 0.001 |"
-    assert "output bias at zero (shipped until this search) | 84.5 (300) | – | 80.5 |" in lines[3]
+    assert lines[2] == "| CoNLL-2003 (news): F1, 300 steps | **as shipped now** | 84.2 (300) | – | 84.2 | 81.0 | – | 0.001 |"
+    assert "output bias at zero (shipped until this search) | 84.5 (300) | – | 84.5 | 80.5 |" in lines[3]
     assert not any("mpnet" in line for line in lines)
     results["results"].append({**results["results"][0], "seed": 1, "dev_curve": [[0, 0.0], [300, 86.46]], "test": {"f1": 82.5}})
     again = render_docs.search_table(results).splitlines()
-    assert "(shipped until this search) | 84.5 (300) | 85.5 (2 seeds) | 80.5 | 81.5 | 0.001 |" in again[3]
+    assert "(shipped until this search) | 84.5 (300) | 85.5 (2 seeds) | 84.5 (85.5) | 80.5 | 81.5 | 0.001 |" in again[3]
+
+
+def test_the_search_table_shows_where_each_run_ended_on_dev_the_fall_a_best_score_hides():
+    """The best dev score rewards a curve that swings: a recipe that peaks and then
+    falls is chosen over one that holds. The last evaluation shows the fall."""
+    row = {"task": "textcat", "system": "search-textcat-no-decay", "status": "ok", "title": "search: no decay",
+           "dev_curve": [[0, 0.0], [250, 90.0], [300, 68.1]], "test": {"macro_f1": 82.0}, "max_steps": 300, "learn_rate": 1e-3}
+    again = {**row, "seed": 1, "dev_curve": [[0, 0.0], [250, 88.5], [300, 88.5]]}
+    lines = render_docs.search_table({"results": [row, again]}).splitlines()
+    assert "learning rate 1e-3 | 90.0 (250) | 89.2 (2 seeds) | 68.1 (78.3) | 82.0 |" in lines[2]
 
 
 def test_the_seeds_table_shows_the_spread_of_each_system_run_at_several_seeds():
@@ -108,3 +118,24 @@ def test_the_accuracy_footnote_says_how_often_each_run_chose_on_dev():
     result = json.loads(render_docs.result_file("accuracy").read_text(encoding="utf8"))
     table = render_docs.accuracy_table({**result, "eval_frequency": 25})
     assert "the model chosen on dev every 25 steps (every 25 × N in runs at N times the steps)" in table
+
+
+def test_the_search_budget_is_the_cpu_time_its_rows_recorded():
+    """Training and test evaluation, summed per day the rows were measured; the
+    recipe search's share (bench_accuracy.in_recipe_search) beside it."""
+
+    def row(system, date, train, evaluate):
+        return {"system": system, "measured": {"date": date, "machine": "2 cores AMD EPYC", "cpu_flags": ["avx512_bf16"]},
+                "train": {"cpu_seconds": train}, "evaluate": {"cpu_seconds": evaluate}}
+
+    result = {"results": [
+        row("shipped", "2026-12-07", 3600, 1800),
+        row("search-textcat-no-decay", "2026-12-07", 1500, 300),
+        row("transition-head", "2026-12-07", 600, 0),
+        row("mpnet", "2026-11-24 or earlier", 7200, 0),
+        {**row("minilm", "2026-12-07", 0, 0), "train": {"returncode": 1}, "evaluate": None},
+    ]}
+    text = render_docs.budget_table(result)
+    assert "measured on 2026-12-07 took 2.2 CPU-hours" in text
+    assert "on 2 cores AMD EPYC (avx512_bf16) (training and test evaluation), 40 CPU-minutes of them for the recipe search" in text
+    assert "the rows kept from runs on 2026-11-24 or earlier took 2.0 CPU-hours more" in text

@@ -248,34 +248,68 @@ for name, title, overrides in (
     )
 # Batch size in words: spacy.batch_by_words.v1 (the 7B GPU configs' batcher)
 # instead of 8 examples a step, at the budget in words of the shipped recipe's
-# steps. 8 training examples hold 175.5 words on average on Rotten Tomatoes
-# (21.9 a snippet) and 116.1 on CoNLL-2003 (14.5 a sentence): those words a
-# step at the shared steps, half of them at twice the steps, twice at half
-# (each run evaluated as often per word seen; the rest of the recipe as shipped).
-# The batcher's size is a cap its batches stay under, so each size was chosen
-# for its mean words a batch over the training set (5 shuffles; the table's
-# first number): the size (second) a little above the mean.
+# steps on the tuning tasks. 8 training examples hold 175.5 words on average on
+# Rotten Tomatoes (21.9 a snippet) and 116.1 on CoNLL-2003 (14.5 a sentence):
+# those words a step at the shared steps, half of them at twice the steps,
+# twice at half. Warmup scales with the steps (the same words in warmup), and
+# each run evaluates as many times; the rest of the recipe as shipped. The
+# batcher's size is a cap that all but an epoch's last batch stay under, so each
+# size is the one whose mean words a batch (mean_words_per_batch, on the tuning
+# task's training set) is nearest that target; a run records the mean it had.
 WORDS_PER_8_EXAMPLES = {"textcat": 175.5, "ner": 116.1}
-BATCHES_IN_WORDS = {
-    "textcat": {0.5: (351, 364), 1: (175, 188), 2: (88, 100)},
-    "ner": {0.5: (232, 244), 1: (116, 127), 2: (58, 69)},
-}
+WORDS_BATCHER_SIZES = {"textcat": {0.5: 365, 1: 188, 2: 101}, "ner": {0.5: 244, 1: 127, 2: 69}}
 BATCH_STEP_FACTORS = {0.5: "half the steps", 1: "the shared steps", 2: "twice the steps"}
-for kind, batches in BATCHES_IN_WORDS.items():
-    for factor, (mean_words, size) in batches.items():
-        SYSTEMS[f"search-{kind}-words{mean_words}"] = System(
-            f"search: the {'textcat' if kind == 'textcat' else 'shipped NER'} recipe, batches of {mean_words} words"
+
+
+def warmup_steps_of(config: Path) -> int:
+    from thinc.api import Config
+
+    return Config().from_disk(config, interpolate=False)["training"]["optimizer"]["learn_rate"]["warmup_steps"]
+
+
+for task, sizes in WORDS_BATCHER_SIZES.items():
+    config = SYSTEMS["shipped"].configs[task]
+    for factor, size in sizes.items():
+        mean_words = round(WORDS_PER_8_EXAMPLES[task] / factor)
+        SYSTEMS[f"search-{task}-words{mean_words}"] = System(
+            f"search: the {'textcat' if task == 'textcat' else 'shipped NER'} recipe, batches of {mean_words} words"
             f" on average (spacy.batch_by_words.v1, size {size}) at {BATCH_STEP_FACTORS[factor]}",
-            {kind: SYSTEMS["shipped"].configs[kind]},
+            {TASKS[task].kind: config},
             base="smollm2",
             overrides={
                 "training.batcher.@batchers": "spacy.batch_by_words.v1",
                 "training.batcher.size": size,
                 "training.batcher.tolerance": 0.2,
                 "training.batcher.discard_oversize": False,
+                "training.optimizer.learn_rate.warmup_steps": round(warmup_steps_of(config) * factor),
             },
             steps_factor=factor,
         )
+
+
+def mean_words_per_batch(lengths: List[int], size: int, shuffles: int = 5) -> float:
+    """The mean words a batch of spacy.batch_by_words.v1 (tolerance 0.2) holds
+    over `shuffles` shuffles of training examples of these lengths in words."""
+    import random
+
+    from spacy.training.batchers import minibatch_by_words
+
+    batches = 0
+    for seed in range(shuffles):
+        order = list(lengths)
+        random.Random(seed).shuffle(order)
+        batches += sum(1 for _ in minibatch_by_words(order, size, tolerance=0.2, discard_oversize=False, get_length=int))
+    return shuffles * sum(lengths) / batches
+
+
+def training_lengths(path: Path) -> List[int]:
+    """The length in words (spaCy tokens, what batch_by_words counts) of each example of a .spacy file."""
+    import spacy
+    from spacy.tokens import DocBin
+
+    return [len(doc) for doc in DocBin().from_disk(path).get_docs(spacy.blank("en").vocab)]
+
+
 # The larger decoder at the textcat rate shipped before the search: its row ran
 # as "gemma3" while that was the config's rate (renamed_from in the row).
 SYSTEMS["search-gemma3-textcat-lr5e-4"] = System(
@@ -701,10 +735,17 @@ def dev_selection(eval_frequency: int) -> str:
 
 def step_budget(task: str, system: System, max_steps: int, eval_frequency: int) -> Tuple[int, int]:
     """A run's steps and how often it evaluates on dev: the task's share of
-    the shared budget, times the system's steps_factor; evaluated that many
-    times as often apart (as many times per word seen at other step counts)."""
+    the shared budget times the system's steps_factor, evaluated every
+    eval_frequency x steps_factor steps, so that every run of a task
+    evaluates as many times (at its last step among them)."""
     steps = round(round(TASKS[task].budget * max_steps) * system.steps_factor)
-    return steps, min(round(eval_frequency * system.steps_factor), steps)
+    every = eval_frequency * system.steps_factor
+    if every != int(every) or every < 1:
+        raise ValueError(
+            f"--eval-frequency {eval_frequency} x steps_factor {system.steps_factor} is not a whole number of steps: "
+            "choose an --eval-frequency the factor divides (50 for the factors of SYSTEMS)"
+        )
+    return steps, min(int(every), steps)
 
 
 def run_one(task: str, name: str, seed: int, args: argparse.Namespace, measured: Dict[str, Any]) -> Dict[str, Any]:
@@ -756,6 +797,9 @@ def run_one(task: str, name: str, seed: int, args: argparse.Namespace, measured:
         **settings,
     }
     result["learn_rate"] = learn_rate(result)
+    if system.overrides.get("training.batcher.@batchers") == "spacy.batch_by_words.v1":
+        lengths = training_lengths(corpus / "train.spacy")
+        result["mean_words_per_batch"] = round(mean_words_per_batch(lengths, system.overrides["training.batcher.size"]), 1)
     print(f"[{label}] training ({max_steps} steps)", flush=True)
     train_command = [
         sys.executable, "-m", "spacy", "train", str(config),

@@ -398,20 +398,37 @@ def test_a_run_is_redone_when_its_config_file_changes(tmp_path):
 def test_a_batch_in_words_trains_on_the_words_of_the_shipped_batches():
     """The batch-size search keeps the budget in words: batches of about the
     words of 8 training examples at the shared steps, half of that at twice
-    the steps, twice at half; each evaluates as often per word seen."""
+    the steps, twice at half; warmup and evaluations scale with the steps."""
     systems = {name: system for name, system in bench_accuracy.SYSTEMS.items() if "-words" in name}
     assert {name.split("-")[1] for name in systems} == {"textcat", "ner"}
     for name, system in systems.items():
-        kind = name.split("-")[1]
-        task = "ner" if kind == "ner" else "textcat"
-        batcher = {key.removeprefix("training.batcher."): value for key, value in system.overrides.items()}
-        assert batcher["@batchers"] == "spacy.batch_by_words.v1"
-        mean_words, size = bench_accuracy.BATCHES_IN_WORDS[kind][system.steps_factor]
-        assert name.endswith(f"-words{mean_words}") and batcher["size"] == size > mean_words
+        task = name.split("-")[1]
+        overrides = system.overrides
+        assert overrides["training.batcher.@batchers"] == "spacy.batch_by_words.v1"
+        mean_words = int(name.rsplit("-words", 1)[1])
         steps, eval_frequency = bench_accuracy.step_budget(task, system, max_steps=300, eval_frequency=50)
         assert abs(mean_words * steps - 300 * bench_accuracy.WORDS_PER_8_EXAMPLES[task]) <= steps, name
+        assert overrides["training.batcher.size"] > mean_words, "the size is a cap, above the mean"
         assert steps / eval_frequency == 300 / 50, name
+        assert overrides["training.optimizer.learn_rate.warmup_steps"] == round(15 * system.steps_factor), name
     assert sorted(bench_accuracy.SYSTEMS[n].steps_factor for n in systems if "-textcat-" in n) == [0.5, 1, 2]
+
+
+def test_a_batch_in_words_holds_less_than_its_size_on_average():
+    """batch_by_words stops a batch short of its size unless the next example
+    fits: on examples of mixed lengths the mean is below the size, which is
+    why each size is chosen for its mean."""
+    uniform = bench_accuracy.mean_words_per_batch([10] * 80, size=80)
+    mixed = bench_accuracy.mean_words_per_batch([5, 30] * 40, size=80)
+    assert uniform == 80
+    assert 60 < mixed < 80
+
+
+def test_step_budgets_that_are_not_whole_steps_are_refused():
+    half = bench_accuracy.SYSTEMS["search-textcat-words351"]
+    assert bench_accuracy.step_budget("textcat", half, 300, 50) == (150, 25)
+    with pytest.raises(ValueError, match="not a whole number of steps"):
+        bench_accuracy.step_budget("textcat", half, 300, 25)
 
 
 def test_budget_runs_keep_the_step_budget_rule():

@@ -339,6 +339,9 @@ for name, head, title in (
     )
 
 
+RECIPE_SEARCH_ROWS = "the `search-*` and `transition-head` rows"
+
+
 def in_recipe_search(system: str) -> bool:
     """Whether a system is one of the recipe search's: the search-* systems,
     and spaCy's transition head, the NER head the linear one is chosen over."""
@@ -380,6 +383,11 @@ def learn_rate(row: Dict[str, Any]) -> Optional[float]:
 
 def best_dev(row: Dict[str, Any]) -> float:
     return max(score for _, score in row["dev_curve"])
+
+
+def last_dev(row: Dict[str, Any]) -> float:
+    """The dev score at a run's last evaluation: where its curve ended."""
+    return row["dev_curve"][-1][1]
 
 
 def seed_of(row: Dict[str, Any]) -> int:
@@ -436,7 +444,7 @@ def seed_summary(results: List[Dict[str, Any]]) -> List[Dict[str, Any]]:
             "test_min": min(tests),
             "test_max": max(tests),
             "dev_mean": round(sum(best_dev(row) for row in rows) / len(rows), 2),
-            "last_dev_mean": round(sum(row["dev_curve"][-1][1] for row in rows) / len(rows), 2),
+            "last_dev_mean": round(sum(last_dev(row) for row in rows) / len(rows), 2),
         })  # fmt: skip
     return summary
 
@@ -728,7 +736,7 @@ def run_dir_of(workdir: Path, task: str, name: str, seed: int) -> Path:
     return workdir / task / (name if seed == 0 else f"{name}.seed{seed}")
 
 
-def dev_selection(eval_frequency: int) -> str:
+def dev_selection_text(eval_frequency: int) -> str:
     """How a run's model is chosen on dev, as step_budget sets it, for the tables."""
     return f"the model chosen on dev every {eval_frequency} steps (every {eval_frequency} × N in runs at N times the steps)"
 
@@ -923,7 +931,7 @@ def markdown(results: List[Dict[str, Any]], header: Dict[str, Any]) -> str:
         "# Accuracy benchmark",
         "",
         f"{header['date']}, {header['machine']}. Budget: {header['max_steps']} steps of 8 examples"
-        f" per task (spacy-cnn-long: 10x), {dev_selection(header['eval_frequency'])},"
+        f" per task (systems at other budgets say so in their titles), {dev_selection_text(header['eval_frequency'])},"
         f" seed 0 (other seeds: the last table of each task). Command: `{header['command']}`."
         + (" Rows of systems this command did not run are kept from earlier commands." if header["merged"] else ""),
         "",
@@ -1080,6 +1088,11 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     measured = {"date": info["date"][:10], "machine": f"{info['nproc']} cores {info['cpu_model']}".strip(),
                 "cpu_flags": info["cpu_flags"], "jobs": args.jobs, "threads_per_job": args.threads}
     runs = [(task, name, seed) for task, name in pairs if TASKS[task].kind in SYSTEMS[name].configs for seed in seeds]
+    for task, name, _ in runs:  # before hours of runs, not at the one it fails
+        try:
+            step_budget(task, SYSTEMS[name], args.max_steps, args.eval_frequency)
+        except ValueError as error:
+            parser.error(f"{task}/{name}: {error}")
     if any(SYSTEMS[name].base == "smollm2-hub-layout" for _, name, _ in runs):
         hub_layout_copy(Path(args.smollm2), base_models(args)["smollm2-hub-layout"])
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:

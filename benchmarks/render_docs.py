@@ -85,7 +85,7 @@ def accuracy_table(result: Dict[str, Any]) -> str:
     """The shipped recipes against the encoders and the larger decoder, each
     at its best learning rate on dev, per task; then the floors of issue #25."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_accuracy import COMPARED, TASKS, compared_rows, dev_selection, floors, learn_rate
+    from bench_accuracy import COMPARED, TASKS, compared_rows, dev_selection_text, floors, learn_rate
 
     results = result["results"]
     columns = [label for label, _ in COMPARED]
@@ -127,7 +127,7 @@ def accuracy_table(result: Dict[str, Any]) -> str:
     where = "; ".join(f"{date}, {machine} ({flags})" for date, machine, flags in sorted(measured))
     lines += [
         "",
-        f"Steps of 8 examples, {dev_selection(result['eval_frequency'])}, seed 0 (the floors also over more seeds "
+        f"Steps of 8 examples, {dev_selection_text(result['eval_frequency'])}, seed 0 (the floors also over more seeds "
         "where both sides ran them; differences under about 2 points are within noise). The encoders at their best learning rate on the dev set of the tuning "
         "task (CoNLL-2003 for NER, Rotten Tomatoes for text classification), and at that rate on the other data. "
         f"Measured {where}. From `benchmarks/results/accuracy.json`.",
@@ -168,7 +168,7 @@ def search_table(result: Dict[str, Any]) -> str:
     curve ended (a best score hides a curve that peaked and fell) and, for
     reference, its test score."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_accuracy import TASKS, best_dev, in_recipe_search, learn_rate, seed_of, seed_summary, system_title
+    from bench_accuracy import TASKS, best_dev, in_recipe_search, last_dev, learn_rate, seed_of, seed_summary, system_title
 
     spread = {(s["task"], s["system"]): s for s in seed_summary(result["results"])}
     lines = [
@@ -191,10 +191,10 @@ def search_table(result: Dict[str, Any]) -> str:
             seeds = spread.get((task, r["system"]))
             dev_mean = f"{seeds['dev_mean']:.1f} ({len(seeds['seeds'])} seeds)" if seeds else "–"
             test_mean = f"{seeds['test_mean']:.1f}" if seeds else "–"
-            last_dev = f"{r['dev_curve'][-1][1]:.1f}" + (f" ({seeds['last_dev_mean']:.1f})" if seeds else "")
+            ended = f"{last_dev(r):.1f}" + (f" ({seeds['last_dev_mean']:.1f})" if seeds else "")
             lines.append(
                 f"| {spec.name}: {metric_name}, {r['max_steps']} steps | {title} | {best_dev(r):.1f} ({step}) | "
-                f"{dev_mean} | {last_dev} | {r['test'][metric]:.1f} | {test_mean} | {learn_rate(r):g} |"
+                f"{dev_mean} | {ended} | {r['test'][metric]:.1f} | {test_mean} | {learn_rate(r):g} |"
             )
     lines += ["", "From `benchmarks/results/accuracy.json` (seed 0; the means over the seeds a recipe also ran at)."]
     return "\n".join(lines)
@@ -255,29 +255,34 @@ def project_table(result: Dict[str, Any]) -> str:
 
 
 def budget_table(result: Dict[str, Any]) -> str:
-    """The CPU time the comparison's runs recorded (training and test
-    evaluation), for the latest day they were measured, with the recipe
+    """The CPU time of the runs whose rows accuracy.json keeps (training and
+    test evaluation), for the latest day they were measured, with the recipe
     search's share; the rows kept from earlier days apart."""
     sys.path.insert(0, str(ROOT / "benchmarks"))
-    from bench_accuracy import in_recipe_search
+    from bench_accuracy import RECIPE_SEARCH_ROWS, in_recipe_search
 
-    by_date: Dict[str, float] = {}
-    search_seconds = 0.0
+    def cpu_seconds(row: Dict[str, Any]) -> float:
+        return sum((row.get(step) or {}).get("cpu_seconds") or 0 for step in ("train", "evaluate"))
+
     rows = result["results"]
-    latest = max(row["measured"]["date"] for row in rows)
+    dated = [row for row in rows if re.fullmatch(r"\d{4}-\d{2}-\d{2}", row["measured"]["date"])]
+    latest = max(row["measured"]["date"] for row in dated)
+    on_latest = [row for row in rows if row["measured"]["date"] == latest]
+    machines = sorted({(row["measured"]["machine"], matrix_flags(row["measured"]["cpu_flags"])) for row in on_latest})
+    earlier: Dict[str, float] = {}
     for row in rows:
-        seconds = sum((row.get(step) or {}).get("cpu_seconds") or 0 for step in ("train", "evaluate"))
-        by_date[row["measured"]["date"]] = by_date.get(row["measured"]["date"], 0.0) + seconds
-        if row["measured"]["date"] == latest and in_recipe_search(row["system"]):
-            search_seconds += seconds
-    machine = next(row["measured"] for row in rows if row["measured"]["date"] == latest)
+        if row["measured"]["date"] != latest:
+            earlier[row["measured"]["date"]] = earlier.get(row["measured"]["date"], 0.0) + cpu_seconds(row)
     text = (
-        f"The runs of this comparison measured on {latest} took {by_date.pop(latest) / 3600:.1f} CPU-hours "
-        f"on {machine['machine']} ({matrix_flags(machine['cpu_flags'])}) (training and test evaluation), {search_seconds / 60:.0f} CPU-minutes of them for the recipe search "
-        "(the `search-*` and `transition-head` rows, seeds included)"
+        f"The runs whose rows accuracy.json keeps took, on {latest}, "
+        f"{sum(map(cpu_seconds, on_latest)) / 3600:.1f} CPU-hours on "
+        + " and ".join(f"{machine} ({flags})" for machine, flags in machines)
+        + " (training and test evaluation), "
+        f"{sum(cpu_seconds(row) for row in on_latest if in_recipe_search(row['system'])) / 60:.0f} CPU-minutes "
+        f"of them for the recipe search ({RECIPE_SEARCH_ROWS}, seeds included)"
     )
-    earlier = "; ".join(f"the rows kept from runs on {date} took {seconds / 3600:.1f} CPU-hours more" for date, seconds in sorted(by_date.items()))
-    return text + (f"; {earlier}." if earlier else ".") + " From `benchmarks/results/accuracy.json`."
+    kept = "; ".join(f"the rows kept from runs on {date} took {seconds / 3600:.1f} CPU-hours more" for date, seconds in sorted(earlier.items()))
+    return text + (f"; {kept}." if kept else ".") + " From `benchmarks/results/accuracy.json`."
 
 
 RENDERERS: Dict[str, Callable[[Dict[str, Any]], str]] = {

@@ -152,6 +152,18 @@ def test_checks_run_the_systems_chosen_on_the_tuning_task_at_half_the_budget(tin
     ]  # spaCy's CNN is not among the compared systems
 
 
+def test_a_batch_in_words_run_records_the_mean_words_it_trained_on(tiny_model_dirs, tmp_path):
+    write_benchmark_corpus(tmp_path / "corpus", "rotten_tomatoes")
+    args = ["--corpus", str(tmp_path / "corpus"), "--smollm2", str(tiny_model_dirs["byte_level"])]
+    args += ["--runs", "textcat/search-textcat-words88", "--max-steps", "2", "--eval-frequency", "2"]
+    run = bench_accuracy.main(args + ["--workdir", str(tmp_path / "runs")])["results"][0]
+    assert run["status"] == "ok", run.get("error")
+    assert (run["max_steps"], [step for step, _ in run["dev_curve"]]) == (4, [0, 4])
+    assert 0 < run["mean_words_per_batch"] <= 101
+    with pytest.raises(SystemExit):  # 0.5 x 1 step is not a whole step: refused before any run
+        bench_accuracy.main(args[:-6] + ["--runs", "textcat/search-textcat-words351", "--max-steps", "2", "--eval-frequency", "1"])
+
+
 def test_accuracy_output_keeps_the_rows_of_systems_not_run_again(tiny_model_dirs, tmp_path):
     write_benchmark_corpus(tmp_path / "corpus", "rotten_tomatoes")
     output = tmp_path / "accuracy.json"

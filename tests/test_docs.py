@@ -136,6 +136,6 @@ def test_the_search_budget_is_the_cpu_time_its_rows_recorded():
         {**row("minilm", "2026-12-07", 0, 0), "train": {"returncode": 1}, "evaluate": None},
     ]}
     text = render_docs.budget_table(result)
-    assert "measured on 2026-12-07 took 2.2 CPU-hours" in text
-    assert "on 2 cores AMD EPYC (avx512_bf16) (training and test evaluation), 40 CPU-minutes of them for the recipe search" in text
+    assert "The runs whose rows accuracy.json keeps took, on 2026-12-07, 2.2 CPU-hours on 2 cores AMD EPYC (avx512_bf16)" in text
+    assert "(training and test evaluation), 40 CPU-minutes of them for the recipe search" in text
     assert "the rows kept from runs on 2026-11-24 or earlier took 2.0 CPU-hours more" in text

@@ -262,6 +262,7 @@ BATCH_STEP_FACTORS = {0.5: "half the steps", 1: "the shared steps", 2: "twice th
 
 
 def warmup_steps_of(config: Path) -> int:
+    """The warmup steps of a config's learning-rate schedule (warmup_linear.v1)."""
     from thinc.api import Config
 
     return Config().from_disk(config, interpolate=False)["training"]["optimizer"]["learn_rate"]["warmup_steps"]

@@ -402,9 +402,11 @@ def score_metric(task: str) -> str:
 
 def recipe_of(row: Dict[str, Any]) -> str:
     """What a run trained, its seed aside: config (path and content), budget
-    and overrides (but where its dev scores were logged)."""
+    and overrides (but where its dev scores were logged), its model and data
+    by where they are (a path relative to the repository or absolute)."""
     overrides = {
-        key: value for key, value in row.get("overrides", {}).items()
+        key: str((ROOT / value).resolve()) if key.startswith("paths.") and isinstance(value, str) else value
+        for key, value in row.get("overrides", {}).items()
         if key != "system.seed" and not key.startswith("training.logger.")
     }  # fmt: skip
     recipe = [row.get("config"), row.get("config_sha256"), row.get("max_steps"), overrides]
@@ -1055,6 +1057,8 @@ def main(argv: Optional[List[str]] = None) -> Dict[str, Any]:
     parser.add_argument("--output", default=None, help="write the JSON here (and a .md beside it)")
     parser.add_argument("--count-parameters", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    for name in ("corpus", "smollm2", "minilm", "mpnet", "gemma3"):  # one spelling per place, in run keys and rows
+        setattr(args, name, str(Path(getattr(args, name)).resolve()))
     if args.count_parameters:
         print(json.dumps(count_parameters(Path(args.count_parameters))))
         return {}

@@ -585,3 +585,19 @@ def test_every_run_project_yml_asks_the_accuracy_benchmark_for_exists():
         task, system = run.split("/")
         assert task in bench_accuracy.TASKS and system in bench_accuracy.SYSTEMS, run
         assert bench_accuracy.TASKS[task].kind in bench_accuracy.SYSTEMS[system].configs, run
+
+
+def test_a_recipe_is_the_same_whether_its_paths_were_given_relative_or_absolute():
+    """project.yml passes assets/... and the defaults are absolute: the same base
+    model and data at either spelling is one recipe (its seeds are summarized together)."""
+    def row(model, seed):
+        return {"task": "textcat", "system": "gemma3", "seed": seed, "status": "ok", "config": "configs/textcat-causal.cfg",
+                "config_sha256": "abc", "max_steps": 300, "dev_curve": [[0, 0.0], [300, 88.0 + seed]],
+                "test": {"macro_f1": 84.0 + seed},
+                "overrides": {"paths.model": model, "paths.train": "corpus/benchmark/rotten_tomatoes/train.spacy", "system.seed": seed}}
+
+    absolute = str(bench_accuracy.ROOT / "assets" / "gemma3-270m")
+    rows = [row(absolute, 0), row("assets/gemma3-270m", 1)]
+    assert bench_accuracy.recipe_of(rows[0]) == bench_accuracy.recipe_of(rows[1])
+    assert [s["seeds"] for s in bench_accuracy.seed_summary(rows)] == [[0, 1]]
+    assert bench_accuracy.recipe_of(rows[0]) != bench_accuracy.recipe_of(row("assets/smollm2-135m", 1))

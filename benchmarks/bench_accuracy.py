@@ -403,9 +403,10 @@ def score_metric(task: str) -> str:
 def recipe_of(row: Dict[str, Any]) -> str:
     """What a run trained, its seed aside: config (path and content), budget
     and overrides (but where its dev scores were logged), its model and data
-    by where they are (a path relative to the repository or absolute)."""
+    by their folder and name (relative or absolute, on this machine or the one
+    that recorded the row: assets/gemma3-270m, rotten_tomatoes/train.spacy)."""
     overrides = {
-        key: str((ROOT / value).resolve()) if key.startswith("paths.") and isinstance(value, str) else value
+        key: "/".join(Path(value).parts[-2:]) if key.startswith("paths.") and isinstance(value, str) else value
         for key, value in row.get("overrides", {}).items()
         if key != "system.seed" and not key.startswith("training.logger.")
     }  # fmt: skip
